@@ -1,0 +1,220 @@
+//! The HTTP side of the registry: accepting connections, routing, and one handler module
+//! per endpoint family. Handlers know HTTP; [`crate::registry::Registry`] knows the rules.
+
+mod auth;
+mod blobs;
+mod listing;
+mod manifests;
+mod request;
+pub mod response;
+pub mod route;
+mod uploads;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub use auth::{Access, Action, AllowAll, Authorizer, Denial};
+use request::Ctx;
+use response::Resp;
+use route::Route;
+
+use crate::error::{ErrorCode, RegistryError};
+use crate::registry::{Policy, Registry};
+use crate::storage::fs::FsStorage;
+use crate::storage::{Storage, StorageError};
+
+/// Everything `specreg serve` decides before it starts listening.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Where the filesystem storage lives.
+    pub data_dir: PathBuf,
+    /// fsync data before answering 201 (off only for throw-away buildset registries).
+    pub fsync: bool,
+    pub policy: Policy,
+    /// Who may do what; [`AllowAll`] until authentication is configured.
+    pub authorizer: Arc<dyn Authorizer>,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            fsync: true,
+            policy: Policy::default(),
+            authorizer: Arc::new(AllowAll),
+        }
+    }
+}
+
+/// State shared by every connection.
+pub struct App {
+    pub registry: Registry,
+    pub authorizer: Arc<dyn Authorizer>,
+}
+
+impl App {
+    pub fn new(storage: Arc<dyn Storage>, policy: Policy, authorizer: Arc<dyn Authorizer>) -> Self {
+        App {
+            registry: Registry::new(storage, policy),
+            authorizer,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// A bound, not yet running registry server.
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+}
+
+impl Server {
+    pub async fn bind(addr: SocketAddr, config: ServerConfig) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Self::from_listener(listener, config)
+    }
+
+    pub fn from_listener(listener: TcpListener, config: ServerConfig) -> Result<Server, ServerError> {
+        let storage = FsStorage::open(&config.data_dir, config.fsync)?;
+        let app = App::new(Arc::new(storage), config.policy, config.authorizer);
+        Ok(Server {
+            listener,
+            app: Arc::new(app),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// Serves until the process ends.
+    pub async fn run(self) {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting (open connections end
+    /// with the runtime).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let app = self.app.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(app, req).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+/// Answers one request. Every failure becomes the spec's JSON error.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let head = req.method() == Method::HEAD;
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = dispatch(&app, req).await;
+    match result {
+        Ok(resp) => {
+            tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+            resp
+        }
+        Err(err) => {
+            if err.status.is_server_error() {
+                tracing::error!(%method, %path, status = err.status.as_u16(), error = %err.message, "request failed");
+            } else {
+                tracing::debug!(%method, %path, status = err.status.as_u16(), code = err.code.as_str(), "request refused");
+            }
+            response::error(&err, head)
+        }
+    }
+}
+
+async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Resp, RegistryError> {
+    let mut ctx = match Ctx::new(req) {
+        Ok(ctx) => ctx,
+        Err(request::CtxError::NotFound) => {
+            return Err(RegistryError::new(ErrorCode::Unsupported, "no such endpoint")
+                .with_status(StatusCode::NOT_FOUND))
+        }
+        Err(request::CtxError::Invalid(e)) => return Err(e),
+    };
+    let action = auth::action_for(&ctx.method, &ctx.route);
+    let access = Access {
+        repo: ctx.route.repo().cloned(),
+        action,
+    };
+    if let Err(denial) = app.authorizer.check(&ctx.parts, &access) {
+        return Ok(denial.into_response(ctx.method == Method::HEAD));
+    }
+    let m = ctx.method.clone();
+    let route = ctx.route.clone();
+    let resp = match (&m, route) {
+        (&Method::GET | &Method::HEAD, Route::Base) => Ok(response::status(StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_LENGTH, 2)
+            .body(if m == Method::HEAD { response::empty() } else { response::full("{}") })
+            .expect("valid response")),
+        (&Method::GET, Route::Catalog) => listing::catalog(app, &ctx).await,
+        (&Method::GET, Route::Tags(name)) => listing::tags(app, &ctx, &name).await,
+        (&Method::GET, Route::Referrers(name, d)) => listing::referrers(app, &ctx, &name, &d).await,
+        (&Method::GET | &Method::HEAD, Route::Manifest(name, r)) => manifests::get(app, &ctx, &name, &r).await,
+        (&Method::PUT, Route::Manifest(name, r)) => manifests::put(app, &mut ctx, &name, &r).await,
+        (&Method::DELETE, Route::Manifest(name, r)) => manifests::delete(app, &ctx, &name, &r).await,
+        (&Method::GET | &Method::HEAD, Route::Blob(name, d)) => blobs::get(app, &ctx, &name, &d).await,
+        (&Method::DELETE, Route::Blob(name, d)) => blobs::delete(app, &ctx, &name, &d).await,
+        (&Method::POST, Route::Upload(name, None)) => uploads::start(app, &mut ctx, &name).await,
+        (&Method::PATCH, Route::Upload(name, Some(id))) => uploads::patch(app, &mut ctx, &name, &id).await,
+        (&Method::PUT, Route::Upload(name, Some(id))) => uploads::put(app, &mut ctx, &name, &id).await,
+        (&Method::GET, Route::Upload(name, Some(id))) => uploads::status(app, &ctx, &name, &id).await,
+        (&Method::DELETE, Route::Upload(name, Some(id))) => uploads::cancel(app, &ctx, &name, &id).await,
+        (_, _) => Err(RegistryError::new(
+            ErrorCode::Unsupported,
+            format!("{m} is not supported on this endpoint"),
+        )),
+    }?;
+    Ok(ctx.finish(resp))
+}

@@ -1,0 +1,199 @@
+//! Maps a request path to an endpoint of the distribution API.
+//!
+//! A repository name spans several path segments, so a path is read from its end: the
+//! fixed suffix nearest the end (`/manifests/<ref>`, `/blobs/<digest>`, ...) wins and the
+//! name is everything before it. Names, digests and references are validated here, before
+//! any handler or storage sees them.
+
+use crate::error::{ErrorCode, RegistryError};
+use crate::reference::{Digest, Reference, RepoName};
+use crate::storage::UploadId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Base,
+    Catalog,
+    Tags(RepoName),
+    Manifest(RepoName, Reference),
+    Blob(RepoName, Digest),
+    /// `None`: `/blobs/uploads/` (open a session); `Some`: one session.
+    Upload(RepoName, Option<UploadId>),
+    Referrers(RepoName, Digest),
+}
+
+impl Route {
+    pub fn repo(&self) -> Option<&RepoName> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Tags(n)
+            | Route::Manifest(n, _)
+            | Route::Blob(n, _)
+            | Route::Upload(n, _)
+            | Route::Referrers(n, _) => Some(n),
+        }
+    }
+}
+
+/// Why a path is not an endpoint: unknown paths are 404s; known shapes with bad parts
+/// carry the spec error.
+#[derive(Debug)]
+pub enum RouteError {
+    NotFound,
+    Invalid(RegistryError),
+}
+
+enum Kind {
+    Tags,
+    Manifest,
+    Blob,
+    Upload,
+    Referrers,
+}
+
+const MARKERS: &[(&str, Kind)] = &[
+    ("/tags/list", Kind::Tags),
+    ("/manifests/", Kind::Manifest),
+    ("/blobs/uploads/", Kind::Upload),
+    ("/blobs/uploads", Kind::Upload),
+    ("/blobs/", Kind::Blob),
+    ("/referrers/", Kind::Referrers),
+];
+
+/// Parses a percent-decoded path. `ns` is the namespace prefix to apply to the name
+/// (from containerd's `ns` query parameter), already mapped to a name prefix.
+pub fn parse(path: &str, ns_prefix: Option<&str>) -> Result<Route, RouteError> {
+    let rest = match path.strip_prefix("/v2") {
+        Some("") | Some("/") => return Ok(Route::Base),
+        Some(r) => r.strip_prefix('/').ok_or(RouteError::NotFound)?,
+        None => return Err(RouteError::NotFound),
+    };
+    if rest == "_catalog" {
+        return Ok(Route::Catalog);
+    }
+    // Pick the marker whose tail holds no '/', nearest the end of the path.
+    let mut best: Option<(usize, &str, &Kind)> = None;
+    for (marker, kind) in MARKERS {
+        let Some(pos) = rest.rfind(marker) else { continue };
+        let tail = &rest[pos + marker.len()..];
+        let fits = match kind {
+            Kind::Tags => tail.is_empty(),
+            Kind::Upload if !marker.ends_with('/') => tail.is_empty(),
+            _ => !tail.contains('/'),
+        };
+        if fits && best.is_none_or(|(p, _, _)| pos > p) {
+            best = Some((pos, tail, kind));
+        }
+    }
+    let (pos, tail, kind) = best.ok_or(RouteError::NotFound)?;
+    let raw_name = &rest[..pos];
+    let name = RepoName::parse(raw_name).map_err(|e| RouteError::Invalid(e.into()))?;
+    let name = match ns_prefix {
+        Some(prefix) => name.with_prefix(prefix).map_err(|e| RouteError::Invalid(e.into()))?,
+        None => name,
+    };
+    let invalid = |e: crate::reference::ParseError| RouteError::Invalid(e.into());
+    Ok(match kind {
+        Kind::Tags => Route::Tags(name),
+        Kind::Manifest => {
+            if tail.is_empty() {
+                return Err(RouteError::NotFound);
+            }
+            Route::Manifest(name, Reference::parse(tail).map_err(|e| match e {
+                crate::reference::ParseError::Tag(t) => RouteError::Invalid(RegistryError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("invalid tag {t:?}"),
+                )),
+                other => invalid(other),
+            })?)
+        }
+        Kind::Blob => {
+            if tail.is_empty() {
+                return Err(RouteError::NotFound);
+            }
+            Route::Blob(name, Digest::parse(tail).map_err(invalid)?)
+        }
+        Kind::Referrers => Route::Referrers(name, Digest::parse(tail).map_err(invalid)?),
+        Kind::Upload => {
+            if tail.is_empty() {
+                Route::Upload(name, None)
+            } else {
+                // An id we never issued cannot name a session.
+                let id = UploadId::parse(tail).ok_or_else(|| {
+                    RouteError::Invalid(RegistryError::new(
+                        ErrorCode::BlobUploadUnknown,
+                        "upload session is unknown",
+                    ))
+                })?;
+                Route::Upload(name, Some(id))
+            }
+        }
+    })
+}
+
+/// Maps containerd's `ns` parameter to a repository prefix: docker.io and its aliases
+/// have none (Docker's own mirror requests are un-prefixed); any other registry host
+/// becomes the first name component(s), with a port's `:` turned into `-`.
+pub fn namespace_prefix(ns: &str) -> Result<Option<String>, RegistryError> {
+    let host = ns.trim().to_ascii_lowercase();
+    if matches!(host.as_str(), "docker.io" | "index.docker.io" | "registry-1.docker.io") {
+        return Ok(None);
+    }
+    let prefix = host.replace(':', "-");
+    RepoName::parse(&prefix)
+        .map(|_| Some(prefix))
+        .map_err(|_| RegistryError::new(ErrorCode::NameInvalid, format!("invalid namespace {ns:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn route(p: &str) -> Route {
+        parse(p, None).unwrap_or_else(|e| panic!("{p}: {e:?}"))
+    }
+
+    #[test]
+    fn routes_by_the_suffix_nearest_the_end() {
+        assert_eq!(route("/v2/"), Route::Base);
+        assert_eq!(route("/v2"), Route::Base);
+        assert_eq!(route("/v2/_catalog"), Route::Catalog);
+        let n = |s: &str| RepoName::parse(s).unwrap();
+        assert_eq!(route("/v2/a/b/c/tags/list"), Route::Tags(n("a/b/c")));
+        assert!(matches!(route("/v2/a/blobs/manifests/latest"), Route::Manifest(r, _) if r == n("a/blobs")));
+        assert!(matches!(route(&format!("/v2/a/manifests/x/blobs/{D}")), Route::Blob(r, _) if r == n("a/manifests/x")));
+        assert_eq!(route("/v2/a/blobs/uploads/"), Route::Upload(n("a"), None));
+        assert_eq!(route("/v2/a/blobs/uploads"), Route::Upload(n("a"), None));
+        let id = UploadId::random();
+        assert_eq!(route(&format!("/v2/a/blobs/uploads/{}", id.as_str())), Route::Upload(n("a"), Some(id)));
+        assert!(matches!(route(&format!("/v2/a/referrers/{D}")), Route::Referrers(..)));
+        assert!(matches!(route(&format!("/v2/a/manifests/{D}")), Route::Manifest(_, Reference::Digest(_))));
+    }
+
+    #[test]
+    fn bad_parts_are_spec_errors() {
+        let code = |p: &str| match parse(p, None) {
+            Err(RouteError::Invalid(e)) => e.code,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(code("/v2/A/tags/list"), ErrorCode::NameInvalid);
+        assert_eq!(code("/v2/a/../b/tags/list"), ErrorCode::NameInvalid);
+        assert_eq!(code("/v2//etc/tags/list"), ErrorCode::NameInvalid);
+        assert_eq!(code("/v2/a/blobs/sha256:abc"), ErrorCode::DigestInvalid);
+        assert_eq!(code("/v2/a/manifests/-bad"), ErrorCode::ManifestInvalid);
+        assert_eq!(code("/v2/a/blobs/uploads/nope"), ErrorCode::BlobUploadUnknown);
+        assert!(matches!(parse("/v1/x", None), Err(RouteError::NotFound)));
+        assert!(matches!(parse("/v2/a", None), Err(RouteError::NotFound)));
+    }
+
+    #[test]
+    fn namespaces_prefix_names() {
+        assert_eq!(namespace_prefix("docker.io").unwrap(), None);
+        assert_eq!(namespace_prefix("quay.io").unwrap().as_deref(), Some("quay.io"));
+        assert_eq!(namespace_prefix("localhost:5000").unwrap().as_deref(), Some("localhost-5000"));
+        assert!(namespace_prefix("../x").is_err());
+        let r = parse("/v2/org/app/tags/list", Some("quay.io")).unwrap();
+        assert_eq!(r, Route::Tags(RepoName::parse("quay.io/org/app").unwrap()));
+    }
+}

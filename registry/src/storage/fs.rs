@@ -1,0 +1,560 @@
+//! The filesystem backend.
+//!
+//! Layout under the data directory:
+//! ```text
+//! blobs/<alg>/<hex[..2]>/<hex>     content-addressed blobs, one copy each
+//! uploads/<id>/data                bytes received so far for a session
+//! uploads/<id>/meta.json           the session's repository and digest algorithm
+//! meta/<key>                       small metadata objects (tags, manifest records, links)
+//! ```
+//! Every file becomes visible by rename from a temporary name in the same directory, after
+//! an fsync when durability is on, so a crash never leaves a visible blob whose bytes do not
+//! match its name. Temporary files start with `.` and are never listed.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IoSlice, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::task::spawn_blocking;
+
+use super::{
+    algorithm_of, ByteRange, ByteStream, Result, Storage, StorageError, UploadId, UploadMeta,
+};
+use crate::reference::{Algorithm, Digest, Hasher};
+
+/// Bytes gathered from the request body before one write to disk: large enough to keep
+/// syscalls few, small enough to keep memory flat.
+const WRITE_BATCH: usize = 1 << 20;
+/// Size of one read when streaming a blob out.
+const READ_CHUNK: usize = 512 << 10;
+/// Chunks read ahead of the socket when streaming a blob out.
+const READ_AHEAD: usize = 2;
+
+/// State of a session kept in memory between requests. `hasher == None` means the hash
+/// state is unknown (after a restart or a failed write) and is rebuilt from the file.
+struct Session {
+    hasher: Option<Hasher>,
+    size: u64,
+}
+
+pub struct FsStorage {
+    root: PathBuf,
+    fsync: bool,
+    sessions: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>>,
+}
+
+impl FsStorage {
+    /// Opens (creating when needed) a store under `root`. With `fsync` false, data is
+    /// still published by rename only after it was verified, but not forced to disk.
+    pub fn open(root: impl Into<PathBuf>, fsync: bool) -> Result<Self> {
+        let root = root.into();
+        for dir in ["blobs", "uploads", "meta"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(|e| StorageError::io(format!("creating {}", p.display()), e))?;
+        }
+        Ok(FsStorage {
+            root,
+            fsync,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    fn upload_dir(&self, id: &UploadId) -> PathBuf {
+        self.root.join("uploads").join(id.as_str())
+    }
+
+    fn meta_path(&self, key: &str) -> PathBuf {
+        debug_assert!(key.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+        self.root.join("meta").join(key)
+    }
+
+    /// The in-memory state of a session, loaded from disk when the server restarted.
+    async fn session(&self, id: &UploadId) -> Result<(UploadMeta, Arc<tokio::sync::Mutex<Session>>)> {
+        let dir = self.upload_dir(id);
+        let meta = blocking(move || read_upload_meta(&dir)).await??;
+        let mut map = self.sessions.lock().expect("session map poisoned");
+        let entry = map
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Session {
+                    hasher: None,
+                    size: u64::MAX,
+                }))
+            })
+            .clone();
+        Ok((meta, entry))
+    }
+
+    fn forget_session(&self, id: &UploadId) {
+        self.sessions.lock().expect("session map poisoned").remove(id);
+    }
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::io("blocking task", io::Error::other(e)))
+}
+
+fn read_upload_meta(dir: &Path) -> Result<UploadMeta> {
+    let raw = match fs::read(dir.join("meta.json")) {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::UploadNotFound),
+        Err(e) => return Err(StorageError::io("reading upload metadata", e)),
+    };
+    serde_json::from_slice(&raw).map_err(|e| StorageError::Corrupt(format!("upload metadata: {e}")))
+}
+
+/// Writes `data` to `path` by a temporary file in the same directory and a rename.
+fn write_atomic(path: &Path, data: &[u8], fsync: bool) -> io::Result<()> {
+    let dir = path.parent().expect("storage paths have a parent");
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        if fsync {
+            f.sync_data()?;
+        }
+        fs::rename(&tmp, path)?;
+        if fsync {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes every buffer of `batch` to `file` with as few syscalls as possible.
+fn write_batch(file: &mut File, batch: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let n = file.write_vectored(bufs)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "disk accepted no bytes"));
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+/// Hashes a whole file with the given algorithm (used after a restart or to verify a
+/// digest of another algorithm than the one streamed).
+fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<(Hasher, u64)> {
+    let mut f = File::open(path)?;
+    let mut h = algorithm.hasher();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((h, total));
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for FsStorage {
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let path = self.blob_path(digest);
+        blocking(move || match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io("reading blob size", e)),
+        })
+        .await?
+    }
+
+    async fn read_blob(&self, digest: &Digest, range: ByteRange) -> Result<ByteStream> {
+        let path = self.blob_path(digest);
+        let d = digest.clone();
+        let file = blocking(move || match File::open(&path) {
+            Ok(f) => Ok(Arc::new(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::BlobNotFound(d)),
+            Err(e) => Err(StorageError::io("opening blob", e)),
+        })
+        .await??;
+        // A reader task keeps a few chunks ahead of the socket, each read by one pread.
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+        tokio::spawn(async move {
+            let mut pos = range.start;
+            let end = range.start + range.len;
+            while pos < end {
+                let want = ((end - pos) as usize).min(READ_CHUNK);
+                let f = file.clone();
+                let read = spawn_blocking(move || {
+                    let mut buf = BytesMut::zeroed(want);
+                    let mut filled = 0;
+                    while filled < want {
+                        match f.read_at(&mut buf[filled..], pos + filled as u64) {
+                            Ok(0) => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "blob shorter than its recorded size",
+                                ))
+                            }
+                            Ok(n) => filled += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(buf.freeze())
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+                let failed = read.is_err();
+                if let Ok(b) = &read {
+                    pos += b.len() as u64;
+                }
+                if tx.send(read).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(tokio_stream_from(rx))
+    }
+
+    async fn read_small_blob(&self, digest: &Digest, max: u64) -> Result<Bytes> {
+        let path = self.blob_path(digest);
+        let d = digest.clone();
+        blocking(move || {
+            let f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StorageError::BlobNotFound(d))
+                }
+                Err(e) => return Err(StorageError::io("opening blob", e)),
+            };
+            let mut buf = Vec::new();
+            f.take(max + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| StorageError::io("reading blob", e))?;
+            if buf.len() as u64 > max {
+                return Err(StorageError::Corrupt(format!("blob {d} is larger than {max} bytes")));
+            }
+            Ok(Bytes::from(buf))
+        })
+        .await?
+    }
+
+    async fn put_small_blob(&self, digest: &Digest, data: Bytes) -> Result<()> {
+        let path = self.blob_path(digest);
+        let fsync = self.fsync;
+        blocking(move || {
+            if path.exists() {
+                return Ok(());
+            }
+            write_atomic(&path, &data, fsync).map_err(|e| StorageError::io("writing blob", e))
+        })
+        .await?
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> Result<bool> {
+        let path = self.blob_path(digest);
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StorageError::io("deleting blob", e)),
+        })
+        .await?
+    }
+
+    async fn create_upload(&self, id: &UploadId, meta: &UploadMeta) -> Result<()> {
+        let dir = self.upload_dir(id);
+        let json = serde_json::to_vec(meta).expect("upload metadata serialises");
+        let fsync = self.fsync;
+        blocking(move || {
+            fs::create_dir_all(&dir)?;
+            File::create(dir.join("data"))?;
+            write_atomic(&dir.join("meta.json"), &json, fsync)
+        })
+        .await?
+        .map_err(|e| StorageError::io("creating upload session", e))?;
+        let algorithm = algorithm_of(meta)?;
+        self.sessions.lock().expect("session map poisoned").insert(
+            id.clone(),
+            Arc::new(tokio::sync::Mutex::new(Session {
+                hasher: Some(algorithm.hasher()),
+                size: 0,
+            })),
+        );
+        Ok(())
+    }
+
+    async fn upload_status(&self, id: &UploadId) -> Result<(UploadMeta, u64)> {
+        let (meta, session) = self.session(id).await?;
+        let mut s = session.lock().await;
+        if s.size == u64::MAX {
+            let data = self.upload_dir(id).join("data");
+            s.size = blocking(move || fs::metadata(data).map(|m| m.len()))
+                .await?
+                .map_err(|e| StorageError::io("reading upload size", e))?;
+        }
+        Ok((meta, s.size))
+    }
+
+    async fn append_upload(
+        &self,
+        id: &UploadId,
+        at: Option<u64>,
+        mut body: ByteStream,
+    ) -> Result<Result<u64, u64>> {
+        let (meta, session) = self.session(id).await?;
+        let algorithm = algorithm_of(&meta)?;
+        // One writer per session: a second PATCH waits for the first.
+        let mut s = session.lock().await;
+        let data_path = self.upload_dir(id).join("data");
+        if s.size == u64::MAX || s.hasher.is_none() {
+            let p = data_path.clone();
+            let (h, size) = blocking(move || hash_file(&p, algorithm))
+                .await?
+                .map_err(|e| StorageError::io("re-reading upload data", e))?;
+            s.hasher = Some(h);
+            s.size = size;
+        }
+        if let Some(at) = at {
+            if at != s.size {
+                return Ok(Err(s.size));
+            }
+        }
+        let p = data_path.clone();
+        let file = blocking(move || OpenOptions::new().append(true).open(p))
+            .await?
+            .map_err(|e| StorageError::io("opening upload data", e))?;
+
+        // Pipeline: while one batch is hashed and written on a blocking thread, the next
+        // is gathered from the socket. The hasher sees exactly the bytes written.
+        let mut state = Some((file, s.hasher.take().expect("hasher present")));
+        let mut pending: Option<tokio::task::JoinHandle<(File, Hasher, io::Result<u64>)>> = None;
+        let mut written = 0u64;
+        let mut failure: Option<StorageError> = None;
+        let mut finished = false;
+        while !finished {
+            let mut batch: Vec<Bytes> = Vec::new();
+            let mut batch_len = 0usize;
+            while batch_len < WRITE_BATCH {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        if !chunk.is_empty() {
+                            batch_len += chunk.len();
+                            batch.push(chunk);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        failure = Some(StorageError::io("reading request body", e));
+                        finished = true;
+                        break;
+                    }
+                    None => {
+                        finished = true;
+                        break;
+                    }
+                }
+            }
+            if let Some(job) = pending.take() {
+                let (f, h, res) = job.await.map_err(|e| StorageError::io("writer task", io::Error::other(e)))?;
+                match res {
+                    Ok(n) => written += n,
+                    Err(e) => {
+                        failure.get_or_insert(StorageError::io("writing upload data", e));
+                        finished = true;
+                    }
+                }
+                state = Some((f, h));
+            }
+            if batch.is_empty() || failure.is_some() {
+                continue;
+            }
+            let (mut f, mut h) = state.take().expect("writer state returned");
+            pending = Some(spawn_blocking(move || {
+                for b in &batch {
+                    h.update(b);
+                }
+                let res = write_batch(&mut f, &batch).map(|()| batch_len as u64);
+                (f, h, res)
+            }));
+        }
+        if let Some(job) = pending.take() {
+            let (f, h, res) = job.await.map_err(|e| StorageError::io("writer task", io::Error::other(e)))?;
+            match res {
+                Ok(n) => written += n,
+                Err(e) => {
+                    failure.get_or_insert(StorageError::io("writing upload data", e));
+                }
+            }
+            state = Some((f, h));
+        }
+        match (failure, state) {
+            (None, Some((_, h))) => {
+                s.hasher = Some(h);
+                s.size += written;
+                Ok(Ok(s.size))
+            }
+            (failure, _) => {
+                // The file may hold part of a batch: forget the hash state and size so the
+                // next request rebuilds both from what is really on disk.
+                s.hasher = None;
+                s.size = u64::MAX;
+                Err(failure.unwrap_or_else(|| StorageError::Corrupt("writer state lost".into())))
+            }
+        }
+    }
+
+    async fn finish_upload(&self, id: &UploadId, expected: &Digest) -> Result<u64> {
+        let (meta, session) = self.session(id).await?;
+        let algorithm = algorithm_of(&meta)?;
+        let mut s = session.lock().await;
+        let dir = self.upload_dir(id);
+        let data_path = dir.join("data");
+        let (actual, size) = match (s.hasher.take(), s.size) {
+            (Some(h), size) if size != u64::MAX && h.algorithm() == expected.algorithm() => {
+                (h.finish(), size)
+            }
+            _ => {
+                // After a restart, or when the client names another algorithm than the
+                // one streamed: hash the stored bytes.
+                let alg = if expected.algorithm() != algorithm { expected.algorithm() } else { algorithm };
+                let p = data_path.clone();
+                let (h, size) = blocking(move || hash_file(&p, alg))
+                    .await?
+                    .map_err(|e| StorageError::io("hashing upload data", e))?;
+                (h.finish(), size)
+            }
+        };
+        // Whatever happens next, this session is over.
+        s.size = u64::MAX;
+        drop(s);
+        self.forget_session(id);
+        if &actual != expected {
+            let d = dir.clone();
+            blocking(move || fs::remove_dir_all(d)).await?.ok();
+            return Err(StorageError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let blob = self.blob_path(expected);
+        let fsync = self.fsync;
+        blocking(move || -> io::Result<()> {
+            if fsync {
+                File::open(&data_path)?.sync_data()?;
+            }
+            let parent = blob.parent().expect("blob path has a parent");
+            fs::create_dir_all(parent)?;
+            // Concurrent pushes of one digest all rename identical bytes: last one wins.
+            fs::rename(&data_path, &blob)?;
+            if fsync {
+                File::open(parent)?.sync_all()?;
+            }
+            fs::remove_dir_all(&dir)
+        })
+        .await?
+        .map_err(|e| StorageError::io("publishing blob", e))?;
+        Ok(size)
+    }
+
+    async fn cancel_upload(&self, id: &UploadId) -> Result<bool> {
+        let dir = self.upload_dir(id);
+        let existed = blocking(move || match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StorageError::io("removing upload session", e)),
+        })
+        .await??;
+        self.forget_session(id);
+        Ok(existed)
+    }
+
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        let path = self.meta_path(key);
+        let value = value.to_vec();
+        let fsync = self.fsync;
+        blocking(move || write_atomic(&path, &value, fsync))
+            .await?
+            .map_err(|e| StorageError::io("writing metadata", e))
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.meta_path(key);
+        blocking(move || match fs::read(&path) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => Ok(None),
+            Err(e) => Err(StorageError::io("reading metadata", e)),
+        })
+        .await?
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        let path = self.meta_path(key);
+        let fsync = self.fsync;
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => {
+                if fsync {
+                    if let Some(parent) = path.parent() {
+                        File::open(parent).and_then(|d| d.sync_all()).ok();
+                    }
+                }
+                Ok(true)
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(false),
+            Err(e) => Err(StorageError::io("deleting metadata", e)),
+        })
+        .await?
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<String>> {
+        let path = self.meta_path(prefix);
+        blocking(move || {
+            let entries = match fs::read_dir(&path) {
+                Ok(e) => e,
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                    return Ok(Vec::new())
+                }
+                Err(e) => return Err(StorageError::io("listing metadata", e)),
+            };
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| StorageError::io("listing metadata", e))?;
+                if let Some(name) = entry.file_name().to_str() {
+                    if !name.starts_with('.') {
+                        names.push(name.to_owned());
+                    }
+                }
+            }
+            Ok(names)
+        })
+        .await?
+    }
+}
+
+/// Turns a channel of chunks into a boxed stream.
+fn tokio_stream_from(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+        .boxed()
+}

@@ -1,0 +1,143 @@
+//! Where the registry keeps bytes: a content-addressed blob store, resumable upload
+//! sessions, and small metadata objects (tags, manifest records, blob links).
+//!
+//! The trait speaks in objects and keys, not in files, so an object-storage backend can
+//! implement it without the handlers changing. The filesystem backend is [`fs::FsStorage`].
+
+pub mod fs;
+
+use std::io;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use crate::reference::{Algorithm, Digest};
+
+/// A stream of body bytes, in or out.
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("blob {0} not found")]
+    BlobNotFound(Digest),
+    #[error("upload session not found")]
+    UploadNotFound,
+    #[error("content digest {actual} does not match the expected {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("corrupt storage: {0}")]
+    Corrupt(String),
+}
+
+impl StorageError {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        StorageError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A random, unguessable upload session id (32 lower-case hex characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    pub fn random() -> Self {
+        let n: u128 = rand::random();
+        UploadId(format!("{n:032x}"))
+    }
+
+    /// Accepts only ids this registry could have made, so an id is a safe file name.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 32 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
+            .then(|| UploadId(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What an upload session is for, fixed when it is opened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadMeta {
+    /// The repository the session belongs to (requests for another name are refused).
+    pub repo: String,
+    /// The digest algorithm hashed while streaming.
+    pub algorithm: String,
+}
+
+/// A byte range of a blob to read: `start..start+len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub len: u64,
+}
+
+/// The storage backend. Keys of metadata objects are `/`-separated paths built by the
+/// registry from validated names, tags and digests only.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Size of a stored blob, or `None` when absent.
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Streams a blob, or a range of it; the caller has checked the range against the size.
+    async fn read_blob(&self, digest: &Digest, range: ByteRange) -> Result<ByteStream>;
+
+    /// Reads a small blob (a manifest) whole.
+    async fn read_small_blob(&self, digest: &Digest, max: u64) -> Result<Bytes>;
+
+    /// Stores bytes already verified by the caller to hash to `digest`.
+    async fn put_small_blob(&self, digest: &Digest, data: Bytes) -> Result<()>;
+
+    /// Removes a blob's content; false when it was not there.
+    async fn delete_blob(&self, digest: &Digest) -> Result<bool>;
+
+    /// Opens an upload session.
+    async fn create_upload(&self, id: &UploadId, meta: &UploadMeta) -> Result<()>;
+
+    /// The session's metadata and the number of bytes received so far.
+    async fn upload_status(&self, id: &UploadId) -> Result<(UploadMeta, u64)>;
+
+    /// Appends a chunk. When `at` is given it must equal the bytes received so far,
+    /// else `Err(Ok(current))` and nothing is consumed. Returns the new size.
+    async fn append_upload(
+        &self,
+        id: &UploadId,
+        at: Option<u64>,
+        body: ByteStream,
+    ) -> Result<Result<u64, u64>>;
+
+    /// Verifies the whole content against `expected` and publishes it atomically under
+    /// that digest. On a mismatch the session is removed and nothing is published.
+    async fn finish_upload(&self, id: &UploadId, expected: &Digest) -> Result<u64>;
+
+    /// Removes a session and its data; false when it did not exist.
+    async fn cancel_upload(&self, id: &UploadId) -> Result<bool>;
+
+    /// Writes a small metadata object atomically (replacing any previous value).
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()>;
+
+    /// Reads a metadata object, `None` when absent.
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Deletes a metadata object; false when it was not there.
+    async fn delete_meta(&self, key: &str) -> Result<bool>;
+
+    /// Names of the objects and sub-prefixes directly under `prefix`.
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<String>>;
+}
+
+/// Parses a stored algorithm name back (storage never holds anything else).
+pub(crate) fn algorithm_of(meta: &UploadMeta) -> Result<Algorithm> {
+    Algorithm::parse(&meta.algorithm)
+        .map_err(|_| StorageError::Corrupt(format!("upload algorithm {:?}", meta.algorithm)))
+}
