@@ -2,6 +2,7 @@
 //! storage trait and its filesystem backend ([`storage`]), the registry rules
 //! ([`registry`]) and the HTTP server ([`server`]).
 
+pub mod auth;
 pub mod error;
 pub mod manifest;
 pub mod reference;

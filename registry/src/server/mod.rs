@@ -6,6 +6,7 @@ mod blobs;
 mod listing;
 mod manifests;
 mod request;
+mod token;
 pub mod response;
 pub mod route;
 mod uploads;
@@ -22,11 +23,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-pub use auth::{Access, Action, AllowAll, Authorizer, Denial};
 use request::Ctx;
 use response::Resp;
 use route::Route;
 
+use crate::auth::{Access, AllowAll, Authorizer};
 use crate::error::{ErrorCode, RegistryError};
 use crate::registry::{Policy, Registry};
 use crate::storage::fs::FsStorage;
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     pub policy: Policy,
     /// Who may do what; [`AllowAll`] until authentication is configured.
     pub authorizer: Arc<dyn Authorizer>,
+    /// Serve TLS with this configuration; plain HTTP when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
@@ -51,6 +54,7 @@ impl ServerConfig {
             fsync: true,
             policy: Policy::default(),
             authorizer: Arc::new(AllowAll),
+            tls: None,
         }
     }
 }
@@ -86,6 +90,7 @@ pub enum ServerError {
 pub struct Server {
     listener: TcpListener,
     app: Arc<App>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -102,6 +107,7 @@ impl Server {
         Ok(Server {
             listener,
             app: Arc::new(app),
+            tls: config.tls.map(tokio_rustls::TlsAcceptor::from),
         })
     }
 
@@ -137,17 +143,33 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let app = self.app.clone();
+            let tls = self.tls.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(app, req).await) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                match tls {
+                    None => serve_connection(app, stream, peer).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls_stream) => serve_connection(app, tls_stream, peer).await,
+                        // Clients that do not trust our CA end here; say so once.
+                        Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                    },
                 }
             });
         }
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (chosen by ALPN or by the connection preface) on one connection.
+async fn serve_connection<IO>(app: Arc<App>, io: IO, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(app, req).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -174,6 +196,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
 }
 
 async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Resp, RegistryError> {
+    if req.uri().path() == crate::auth::TOKEN_PATH {
+        return token::issue(app, req).await;
+    }
     let mut ctx = match Ctx::new(req) {
         Ok(ctx) => ctx,
         Err(request::CtxError::NotFound) => {
@@ -188,7 +213,7 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Resp, RegistryErr
         action,
     };
     if let Err(denial) = app.authorizer.check(&ctx.parts, &access) {
-        return Ok(denial.into_response(ctx.method == Method::HEAD));
+        return Ok(ctx.finish(auth::denial_response(denial, ctx.method == Method::HEAD)));
     }
     let m = ctx.method.clone();
     let route = ctx.route.clone();

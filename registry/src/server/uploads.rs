@@ -5,7 +5,8 @@ use http::{header, StatusCode};
 
 use super::request::{query_repo, Ctx};
 use super::response::{self, Resp, CONTENT_DIGEST, UPLOAD_UUID};
-use super::{Access, Action, App};
+use super::App;
+use crate::auth::{Access, Action};
 use crate::error::{ErrorCode, RegistryError};
 use crate::reference::{Algorithm, Digest, RepoName};
 use crate::storage::UploadId;
