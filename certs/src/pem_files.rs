@@ -29,6 +29,12 @@ pub fn write_certificate(path: &Path, pem: &str) -> Result<()> {
     write_atomically(path, pem.as_bytes(), CERT_FILE_MODE)
 }
 
+/// Writes any other secret (a password file, connection info holding a password):
+/// mode 0600, atomically and durably.
+pub fn write_secret(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomically(path, data, KEY_FILE_MODE)
+}
+
 /// Reads a UTF-8 file, returning `Ok(None)` if it does not exist.
 pub fn read_if_exists(path: &Path) -> Result<Option<String>> {
     match fs::read_to_string(path) {
