@@ -515,3 +515,18 @@ async fn sha512_manifest_pushed_and_pulled_by_sha512_digest() {
     assert_status(&h, 200);
     assert_eq!(h.must("docker-content-digest"), d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_content_type_is_served_without_parameters() {
+    let reg = TestRegistry::start().await;
+    let config = image_config();
+    reg.push_blob(REPO, &config).await;
+    let m = oci_manifest(&descriptor(OCI_CONFIG, &config), &[], json!({}));
+    let r = reg.put_manifest(REPO, "params", &format!("{OCI_MANIFEST}; charset=utf-8"), &m).await;
+    assert_status(&r, 201);
+    for method in [Method::GET, Method::HEAD] {
+        let g = reg.send(reg.req(method.clone(), &format!("/v2/{REPO}/manifests/params"))).await;
+        assert_status(&g, 200);
+        assert_eq!(g.must("content-type"), OCI_MANIFEST, "{method}");
+    }
+}

@@ -234,7 +234,13 @@ impl Resp {
     }
 
     pub fn describe(&self) -> String {
-        format!("{} {:?} {}", self.status, self.headers, truncate(&self.text(), 600))
+        let ct = self.header("content-type").unwrap_or_default();
+        let body = if ct.contains("json") || ct.starts_with("text/") || self.body.is_empty() {
+            truncate(&self.text(), 600)
+        } else {
+            format!("<{} bytes of {ct}>", self.body.len())
+        };
+        format!("{} {:?} {}", self.status, self.headers, body)
     }
 }
 
@@ -675,8 +681,7 @@ fn parse_response(raw: &[u8], head: bool) -> Resp {
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..eol]).into_owned();
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
         data = &data[eol + 2..];
