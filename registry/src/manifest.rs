@@ -235,7 +235,7 @@ mod tests {
     fn garbage_is_invalid() {
         assert!(parse(b"not json", OCI_MANIFEST).is_err());
         assert!(parse(b"{}", OCI_MANIFEST).is_err());
-        let bad = format!(r#"{{"config":{{"digest":"sha256:zz","size":1}},"layers":[]}}"#);
+        let bad = r#"{"config":{"digest":"sha256:zz","size":1},"layers":[]}"#;
         assert!(parse(bad.as_bytes(), OCI_MANIFEST).is_err());
     }
 }

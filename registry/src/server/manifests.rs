@@ -55,6 +55,10 @@ pub async fn put(app: &App, ctx: &mut Ctx, name: &RepoName, reference: &Referenc
     if let Some(subject) = &pushed.subject {
         builder = builder.header("OCI-Subject", subject.to_string());
     }
+    // Tags applied by `?tag=` are confirmed one header each.
+    for tag in &extra_tags {
+        builder = builder.header("OCI-Tag", tag.as_str());
+    }
     Ok(builder.body(response::empty()).expect("valid response"))
 }
 

@@ -54,7 +54,8 @@ impl Ctx {
             Some(ns) => route::namespace_prefix(ns).map_err(CtxError::Invalid)?,
             None => None,
         };
-        let route = route::parse(&path, prefix.as_deref()).map_err(|e| match e {
+        let pushing = parts.method == Method::PUT;
+        let route = route::parse(&path, prefix.as_deref(), pushing).map_err(|e| match e {
             RouteError::NotFound => CtxError::NotFound,
             RouteError::Invalid(e) => CtxError::Invalid(e),
         })?;

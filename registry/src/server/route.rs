@@ -60,8 +60,10 @@ const MARKERS: &[(&str, Kind)] = &[
 ];
 
 /// Parses a percent-decoded path. `ns` is the namespace prefix to apply to the name
-/// (from containerd's `ns` query parameter), already mapped to a name prefix.
-pub fn parse(path: &str, ns_prefix: Option<&str>) -> Result<Route, RouteError> {
+/// (from containerd's `ns` query parameter), already mapped to a name prefix. `pushing`
+/// tells whether a malformed manifest reference is a bad tag to store (400) or simply a
+/// manifest that cannot exist (404).
+pub fn parse(path: &str, ns_prefix: Option<&str>, pushing: bool) -> Result<Route, RouteError> {
     let rest = match path.strip_prefix("/v2") {
         Some("") | Some("/") => return Ok(Route::Base),
         Some(r) => r.strip_prefix('/').ok_or(RouteError::NotFound)?,
@@ -99,9 +101,13 @@ pub fn parse(path: &str, ns_prefix: Option<&str>) -> Result<Route, RouteError> {
                 return Err(RouteError::NotFound);
             }
             Route::Manifest(name, Reference::parse(tail).map_err(|e| match e {
-                crate::reference::ParseError::Tag(t) => RouteError::Invalid(RegistryError::new(
+                crate::reference::ParseError::Tag(t) if pushing => RouteError::Invalid(RegistryError::new(
                     ErrorCode::ManifestInvalid,
                     format!("invalid tag {t:?}"),
+                )),
+                crate::reference::ParseError::Tag(t) => RouteError::Invalid(RegistryError::new(
+                    ErrorCode::ManifestUnknown,
+                    format!("manifest {t:?} is unknown"),
                 )),
                 other => invalid(other),
             })?)
@@ -151,7 +157,7 @@ mod tests {
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
     fn route(p: &str) -> Route {
-        parse(p, None).unwrap_or_else(|e| panic!("{p}: {e:?}"))
+        parse(p, None, false).unwrap_or_else(|e| panic!("{p}: {e:?}"))
     }
 
     #[test]
@@ -173,7 +179,7 @@ mod tests {
 
     #[test]
     fn bad_parts_are_spec_errors() {
-        let code = |p: &str| match parse(p, None) {
+        let code = |p: &str| match parse(p, None, true) {
             Err(RouteError::Invalid(e)) => e.code,
             other => panic!("{p}: {other:?}"),
         };
@@ -183,8 +189,9 @@ mod tests {
         assert_eq!(code("/v2/a/blobs/sha256:abc"), ErrorCode::DigestInvalid);
         assert_eq!(code("/v2/a/manifests/-bad"), ErrorCode::ManifestInvalid);
         assert_eq!(code("/v2/a/blobs/uploads/nope"), ErrorCode::BlobUploadUnknown);
-        assert!(matches!(parse("/v1/x", None), Err(RouteError::NotFound)));
-        assert!(matches!(parse("/v2/a", None), Err(RouteError::NotFound)));
+        assert!(matches!(parse("/v1/x", None, false), Err(RouteError::NotFound)));
+        assert!(matches!(parse("/v2/a", None, false), Err(RouteError::NotFound)));
+        assert!(matches!(parse("/v2/a/manifests/-bad", None, false), Err(RouteError::Invalid(e)) if e.code == ErrorCode::ManifestUnknown && e.status == 404));
     }
 
     #[test]
@@ -193,7 +200,7 @@ mod tests {
         assert_eq!(namespace_prefix("quay.io").unwrap().as_deref(), Some("quay.io"));
         assert_eq!(namespace_prefix("localhost:5000").unwrap().as_deref(), Some("localhost-5000"));
         assert!(namespace_prefix("../x").is_err());
-        let r = parse("/v2/org/app/tags/list", Some("quay.io")).unwrap();
+        let r = parse("/v2/org/app/tags/list", Some("quay.io"), false).unwrap();
         assert_eq!(r, Route::Tags(RepoName::parse("quay.io/org/app").unwrap()));
     }
 }
