@@ -61,6 +61,14 @@ struct RepoState {
     in_catalog: AtomicBool,
 }
 
+impl RepoState {
+    fn is_empty(&self) -> bool {
+        !self.in_catalog.load(Ordering::Relaxed)
+            && self.tags.read().expect("tags lock").is_empty()
+            && self.manifests.read().expect("manifests lock").is_empty()
+    }
+}
+
 /// A manifest as served: its digest, recorded media type and exact bytes.
 #[derive(Debug, Clone)]
 pub struct ServedManifest {
@@ -154,12 +162,27 @@ impl Registry {
         &self.storage
     }
 
-    /// The in-memory state of a repository, loaded from storage on first use.
+    /// The in-memory state of a repository for reading, loaded from storage on first
+    /// use. A repository that holds nothing is not kept, so requests for random names
+    /// cannot fill memory.
     async fn repo(&self, name: &RepoName) -> Result<Arc<RepoState>> {
+        self.repo_state(name, false).await
+    }
+
+    /// The state of a repository about to be written: always kept in memory, since
+    /// writers update it after storage.
+    async fn repo_mut(&self, name: &RepoName) -> Result<Arc<RepoState>> {
+        self.repo_state(name, true).await
+    }
+
+    async fn repo_state(&self, name: &RepoName, for_write: bool) -> Result<Arc<RepoState>> {
         if let Some(r) = self.repos.read().expect("repos lock").get(name) {
             return Ok(r.clone());
         }
         let loaded = self.load_repo(name).await?;
+        if !for_write && loaded.is_empty() {
+            return Ok(Arc::new(loaded));
+        }
         let mut repos = self.repos.write().expect("repos lock");
         // A racing loader may have won; only an inserted state is ever written to.
         Ok(repos.entry(name.clone()).or_insert_with(|| Arc::new(loaded)).clone())
@@ -228,7 +251,7 @@ impl Registry {
 
     /// Makes a stored blob visible in `repo`.
     pub async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        let state = self.repo(repo).await?;
+        let state = self.repo_mut(repo).await?;
         self.storage.put_meta(&blob_link_key(repo, digest), b"").await?;
         self.ensure_in_catalog(repo, &state).await
     }
@@ -405,7 +428,7 @@ impl Registry {
             }
             Reference::Tag(_) => Algorithm::Sha256.digest_of(&body),
         };
-        let state = self.repo(repo).await?;
+        let state = self.repo_mut(repo).await?;
         self.check_references(repo, &state, &info).await?;
 
         let record = ManifestRecord {
@@ -503,7 +526,7 @@ impl Registry {
     /// By digest: removes the manifest and every tag on it. By tag: removes the tag only.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         self.require_delete()?;
-        let state = self.repo(repo).await?;
+        let state = self.repo_mut(repo).await?;
         let _writer = state.write.lock().await;
         match reference {
             Reference::Tag(t) => {
