@@ -1,0 +1,27 @@
+#!/bin/sh
+# Side-by-side benchmark of specreg and distribution (Debian docker-registry) on loopback.
+#
+#   bench/run.sh [--quick] [--json FILE] [any other specreg-bench flag, see --help]
+#
+# Installs docker-registry and wrk when missing (apt-get, as root or through sudo), builds
+# the release binaries of specreg and specreg-bench, and runs the benchmark. The full run
+# takes a few minutes; --quick (32 MiB blob, 2 s of load) well under one.
+set -eu
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+missing=""
+[ -x /usr/bin/docker-registry ] || missing="$missing docker-registry"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+    echo "installing$missing" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
+fi
+
+cd "$root"
+cargo build --release --quiet -p specreg -p specreg-bench
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+# specreg-bench finds the specreg binary next to itself.
+exec "$target_dir/release/specreg-bench" "$@"

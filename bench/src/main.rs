@@ -1,0 +1,385 @@
+//! `specreg-bench`: runs one workload against distribution (Debian `docker-registry`) and
+//! specreg (fsync and `--no-fsync`) on loopback, in one run, and prints every figure with
+//! the ratio specreg/distribution and the targets of issue #3 (informational only).
+//!
+//! Run `bench/run.sh [--quick] [--json FILE]`, which builds the release binaries and
+//! installs `docker-registry` and `wrk` when missing.
+
+mod baseline;
+mod client;
+mod load;
+mod report;
+mod servers;
+mod workload;
+mod wrk;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::Parser;
+use rand::{RngCore, SeedableRng};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use servers::{Server, ServerKind};
+use workload::{Phase, Workload};
+
+#[derive(Parser)]
+#[command(
+    name = "specreg-bench",
+    about = "Side-by-side benchmark of specreg and distribution on loopback",
+    after_help = "Targets are informational: the exit status is 0 unless something failed."
+)]
+struct Args {
+    /// Small run for CI: 32 MiB blob, 40 small blobs, 40 manifests, 2 s of load.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The specreg binary [default: `specreg` next to this binary, else
+    /// <workspace>/target/release/specreg].
+    #[arg(long, value_name = "PATH")]
+    specreg: Option<PathBuf>,
+    /// The distribution binary.
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/docker-registry")]
+    distribution: PathBuf,
+    /// The wrk binary.
+    #[arg(long, value_name = "PATH", default_value = "wrk")]
+    wrk: PathBuf,
+    /// Size of the big blob in MiB [default: 1024, quick 32].
+    #[arg(long, value_name = "MIB")]
+    blob_mib: Option<u64>,
+    /// PATCH size of the chunked push, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    chunk_mib: u64,
+    /// Number of 64 KiB blobs pushed [default: 200, quick 40].
+    #[arg(long, value_name = "N")]
+    small_blobs: Option<usize>,
+    /// Number of manifests pushed [default: 200, quick 40].
+    #[arg(long, value_name = "N")]
+    manifests: Option<usize>,
+    /// Concurrent clients for small blob and manifest pushes.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds of each manifest HEAD/GET load run [default: 10, quick 2].
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Keep-alive connections of the HEAD/GET load runs.
+    #[arg(long, value_name = "N,N", value_delimiter = ',', default_value = "16,64")]
+    connections: Vec<u32>,
+    /// Servers to measure.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "distribution,specreg-fsync,specreg-no-fsync")]
+    servers: Vec<ServerKind>,
+    /// Phases to run [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    phases: Option<Vec<Phase>>,
+    /// Directory for the temporary files (blob file, server data) [default: $TMPDIR].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Keep the temporary directory.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn default_specreg() -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let sibling = dir.join("specreg");
+            if sibling.is_file() {
+                return sibling;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/specreg")
+}
+
+fn first_line(cmd: &Path, arg: &str) -> Option<String> {
+    let out = Command::new(cmd).arg(arg).output().ok()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    text.lines().next().map(|l| l.trim().to_owned())
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Writes `size` random bytes to `path` in 1 MiB writes; returns the hash state of them.
+fn generate_blob(path: &Path, size: u64) -> Result<Sha256> {
+    let mut f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut h = Sha256::new();
+    let mut left = size;
+    while left > 0 {
+        let n = (left as usize).min(buf.len());
+        rng.fill_bytes(&mut buf[..n]);
+        h.update(&buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    Ok(h)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("specreg-bench: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("specreg-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let quick = args.quick;
+    let blob_mib = args.blob_mib.unwrap_or(if quick { 32 } else { 1024 });
+    let small_count = args.small_blobs.unwrap_or(if quick { 40 } else { 200 }).max(1);
+    let manifest_count = args.manifests.unwrap_or(if quick { 40 } else { 200 }).max(1);
+    let duration = Duration::from_secs(args.duration.unwrap_or(if quick { 2 } else { 10 }));
+    let phases = args.phases.clone().unwrap_or_else(|| Phase::ALL.to_vec());
+    if blob_mib == 0 || args.chunk_mib == 0 || args.concurrency == 0 {
+        bail!("--blob-mib, --chunk-mib and --concurrency must be positive");
+    }
+    let mut kinds: Vec<ServerKind> = Vec::new();
+    for k in ServerKind::ALL {
+        if args.servers.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    let specreg_bin = args.specreg.clone().unwrap_or_else(default_specreg);
+    if kinds.iter().any(|k| *k != ServerKind::Distribution) && !specreg_bin.is_file() {
+        bail!(
+            "no specreg binary at {} (run `cargo build --release -p specreg`, or bench/run.sh, or pass --specreg)",
+            specreg_bin.display()
+        );
+    }
+    if kinds.contains(&ServerKind::Distribution) && !args.distribution.is_file() {
+        bail!(
+            "no distribution binary at {} (`apt-get install -y docker-registry`, or bench/run.sh)",
+            args.distribution.display()
+        );
+    }
+    let wrk_version = if phases.contains(&Phase::Load) {
+        match Command::new(&args.wrk).arg("-v").output() {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().to_owned(),
+            Err(e) => bail!("cannot run {} ({e}): `apt-get install -y wrk`, or bench/run.sh", args.wrk.display()),
+        }
+    } else {
+        String::new()
+    };
+
+    let tmp = match &args.work_dir {
+        Some(d) => tempfile::Builder::new().prefix("specreg-bench-").tempdir_in(d)?,
+        None => tempfile::Builder::new().prefix("specreg-bench-").tempdir()?,
+    };
+    let root = tmp.path().to_owned();
+    let size = blob_mib << 20;
+
+    let distribution_version = first_line(&args.distribution, "--version").unwrap_or_default();
+    eprintln!(
+        "specreg-bench ({}): {blob_mib} MiB blob, {small_count} small blobs, {manifest_count} manifests, {}s load, in {}",
+        if quick { "quick" } else { "full" },
+        duration.as_secs(),
+        root.display()
+    );
+
+    // The big blob, once, in a file; the chunked push sends it plus a 16-byte tail so the
+    // server sees a new blob.
+    let started = Instant::now();
+    let blob_path = root.join("blob.bin");
+    let state = tokio::task::spawn_blocking({
+        let p = blob_path.clone();
+        move || generate_blob(&p, size)
+    })
+    .await??;
+    let mono_digest = format!("sha256:{:x}", state.clone().finalize());
+    let chunk_tail = Bytes::from_static(b"specreg-bench-c\n");
+    let chunk_digest = {
+        let mut h = state;
+        h.update(&chunk_tail);
+        format!("sha256:{:x}", h.finalize())
+    };
+    eprintln!("generated {blob_mib} MiB of random data in {:.1} s", started.elapsed().as_secs_f64());
+    let file = Arc::new(File::open(&blob_path)?);
+
+    let mut small_blobs = Vec::with_capacity(small_count);
+    {
+        let mut rng = rand::thread_rng();
+        for _ in 0..small_count {
+            let mut b = vec![0u8; 64 << 10];
+            rng.fill_bytes(&mut b);
+            let d = client::sha256_digest(&b);
+            small_blobs.push((Bytes::from(b), d));
+        }
+    }
+
+    // Reference figures.
+    eprintln!("measuring SHA-256, loopback and the client alone ...");
+    let sha = tokio::task::spawn_blocking(|| baseline::sha256_seconds_per_gib(256 << 20)).await?;
+    let loopback = baseline::loopback_mb_s(if quick { 512 << 20 } else { 2 << 30 }).await?;
+    let selftest = baseline::client_self_test(&file, size).await?;
+    let reference = report::Reference {
+        sha256_s_per_gib: sha,
+        loopback_mb_s: loopback,
+        client_push_mb_s: selftest.push_mb_s,
+        client_pull_mb_s: selftest.pull_mb_s,
+    };
+
+    let script_dir = root.join("wrk");
+    fs::create_dir_all(&script_dir)?;
+    let work = Workload {
+        file,
+        size,
+        mono_digest,
+        chunk_tail,
+        chunk_digest,
+        chunk: args.chunk_mib << 20,
+        small_blobs,
+        manifests: manifest_count,
+        concurrency: args.concurrency,
+        load_duration: duration,
+        connections: args.connections.clone(),
+        phases: phases.clone(),
+        wrk: args.wrk.clone(),
+        script_dir,
+    };
+
+    let mut results: [Option<workload::ServerResult>; 3] = [None, None, None];
+    for kind in &kinds {
+        let dir = root.join(kind.key());
+        fs::create_dir_all(&dir)?;
+        let mut server = match kind {
+            ServerKind::Distribution => Server::start_distribution(&args.distribution, &dir)?,
+            _ => Server::start_specreg(*kind, &specreg_bin, &dir)?,
+        };
+        if let Err(e) = client::wait_ready(server.addr, Duration::from_secs(30)).await {
+            let _ = server.check_alive();
+            bail!("{}: {e:#}; log:\n{}", kind.label(), server.log_tail());
+        }
+        eprintln!("{} ready on {} (pid {})", kind.label(), server.addr, server.pid);
+        let r = match work.run(&mut server).await {
+            Ok(r) => r,
+            Err(e) => {
+                let log = server.log_tail();
+                server.stop();
+                bail!("{}: {e:#}\nserver log (tail):\n{log}", kind.label());
+            }
+        };
+        server.stop();
+        if !args.keep {
+            let _ = fs::remove_dir_all(dir.join("data"));
+        }
+        let idx = ServerKind::ALL.iter().position(|k| k == kind).expect("known kind");
+        results[idx] = Some(r);
+    }
+
+    let rows = report::rows(
+        [results[0].as_ref(), results[1].as_ref(), results[2].as_ref()],
+        &reference,
+        blob_mib,
+        args.chunk_mib,
+        small_count,
+        manifest_count,
+        args.concurrency,
+        &args.connections,
+    );
+    let mut out = String::new();
+    out.push_str(&format!(
+        "specreg-bench ({} run): {} CPUs ({}), kernel {}\n",
+        if quick { "quick" } else { "full" },
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        cpu_model(),
+        fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+    ));
+    out.push_str(&format!(
+        "servers: {distribution_version}; specreg {}; load by {wrk_version}\n",
+        specreg_bin.display()
+    ));
+    out.push_str(&format!(
+        "reference: SHA-256 {:.3} s/GiB ({:.0} MB/s, one core); loopback TCP {:.0} MB/s (one stream, 1 MiB writes); \
+         bench client alone: push {:.0} MB/s, pull {:.0} MB/s\n",
+        reference.sha256_s_per_gib,
+        (1u64 << 30) as f64 / reference.sha256_s_per_gib / 1e6,
+        reference.loopback_mb_s,
+        reference.client_push_mb_s,
+        reference.client_pull_mb_s,
+    ));
+    out.push_str("MB = 10^6 bytes; CPU = server utime+stime; ratio = specreg / distribution; targets are informational\n\n");
+    out.push_str(&report::table(&rows));
+    print!("{out}");
+
+    if let Some(path) = &args.json {
+        let servers: serde_json::Map<String, serde_json::Value> = ServerKind::ALL
+            .iter()
+            .zip(results.iter())
+            .filter_map(|(k, r)| r.as_ref().map(|r| (k.key().to_owned(), r.to_json())))
+            .collect();
+        let doc = json!({
+            "mode": if quick { "quick" } else { "full" },
+            "config": {
+                "blob_bytes": size,
+                "chunk_bytes": args.chunk_mib << 20,
+                "small_blobs": small_count,
+                "small_blob_bytes": 64 << 10,
+                "manifests": manifest_count,
+                "concurrency": args.concurrency,
+                "load_seconds": duration.as_secs(),
+                "load_connections": args.connections,
+                "wrk_threads": 2,
+                "phases": phases.iter().map(|p| format!("{p:?}").to_lowercase()).collect::<Vec<_>>(),
+            },
+            "environment": {
+                "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+                "cpu_model": cpu_model(),
+                "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+                "distribution": distribution_version,
+                "specreg": specreg_bin.display().to_string(),
+                "wrk": wrk_version,
+            },
+            "reference": {
+                "sha256_s_per_gib": reference.sha256_s_per_gib,
+                "sha256_mb_per_s": (1u64 << 30) as f64 / reference.sha256_s_per_gib / 1e6,
+                "loopback_mb_per_s": reference.loopback_mb_s,
+                "client_push_mb_per_s": reference.client_push_mb_s,
+                "client_pull_mb_per_s": reference.client_pull_mb_s,
+            },
+            "servers": servers,
+            "rows": report::rows_json(&rows),
+        });
+        let mut bytes = serde_json::to_vec_pretty(&doc)?;
+        bytes.push(b'\n');
+        fs::write(path, bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("results written to {}", path.display());
+    }
+
+    if args.keep {
+        let kept = tmp.keep();
+        eprintln!("kept {}", kept.display());
+    }
+    Ok(())
+}

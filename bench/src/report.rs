@@ -1,0 +1,286 @@
+//! The comparison table (one row per measure), the targets with PASS/MISS, and the
+//! same as JSON. Targets are informational: nothing here fails the run.
+
+use serde_json::{json, Value};
+
+use crate::workload::{ServerResult, Tool};
+
+/// Figures measured in-process on this machine, used by some targets.
+pub struct Reference {
+    pub sha256_s_per_gib: f64,
+    pub loopback_mb_s: f64,
+    pub client_push_mb_s: f64,
+    pub client_pull_mb_s: f64,
+}
+
+pub enum Target {
+    None,
+    /// specreg / distribution at least this.
+    RatioAtLeast(f64),
+    /// Value strictly below this (same unit as the row).
+    Below(f64, &'static str),
+    /// Server CPU per GiB at most `factor` times the SHA-256 cost alone.
+    CpuWithinSha { factor: f64, sha: f64 },
+    /// Ratio at least `ratio` and the value at least `frac` of the loopback limit.
+    Pull { ratio: f64, frac: f64, loopback: f64 },
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::None => "-".into(),
+            Target::RatioAtLeast(r) => format!(">= {r}x"),
+            Target::Below(v, unit) => format!("< {v} {unit}"),
+            Target::CpuWithinSha { factor, sha } => format!("<= {factor}x SHA = {:.2}", factor * sha),
+            Target::Pull { ratio, frac, loopback } => {
+                format!(">= {ratio}x & >= {:.0}% lo = {:.0}", frac * 100.0, frac * loopback)
+            }
+        }
+    }
+
+    fn verdict(&self, dist: Option<f64>, value: Option<f64>) -> Option<bool> {
+        let v = value?;
+        match self {
+            Target::None => None,
+            Target::RatioAtLeast(r) => Some(v / dist? >= *r),
+            Target::Below(max, _) => Some(v < *max),
+            Target::CpuWithinSha { factor, sha } => Some(v <= factor * sha),
+            Target::Pull { ratio, frac, loopback } => {
+                let lo_ok = v >= frac * loopback;
+                match dist {
+                    Some(d) => Some(lo_ok && v / d >= *ratio),
+                    None => Some(lo_ok),
+                }
+            }
+        }
+    }
+}
+
+pub struct Row {
+    /// Stable identifier for the JSON output.
+    pub id: String,
+    pub measure: String,
+    /// distribution, specreg fsync, specreg no-fsync.
+    pub values: [Option<f64>; 3],
+    pub target: Target,
+}
+
+impl Row {
+    fn ratio(&self, i: usize) -> Option<f64> {
+        match (self.values[0], self.values[i]) {
+            (Some(d), Some(s)) if d > 0.0 => Some(s / d),
+            _ => None,
+        }
+    }
+}
+
+fn num(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if !v.is_finite() => "inf".into(),
+        Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) if v.abs() >= 1.0 => format!("{v:.2}"),
+        Some(v) => format!("{v:.3}"),
+    }
+}
+
+fn ratio_text(r: Option<f64>) -> String {
+    match r {
+        None => "-".into(),
+        Some(r) if r >= 10.0 => format!("{r:.1}x"),
+        Some(r) => format!("{r:.2}x"),
+    }
+}
+
+fn verdict_text(v: Option<bool>) -> &'static str {
+    match v {
+        None => "-",
+        Some(true) => "PASS",
+        Some(false) => "MISS",
+    }
+}
+
+/// The rows, from whatever was measured.
+pub fn rows(
+    res: [Option<&ServerResult>; 3],
+    reference: &Reference,
+    blob_mib: u64,
+    chunk_mib: u64,
+    small: usize,
+    manifests: usize,
+    concurrency: usize,
+    connections: &[u32],
+) -> Vec<Row> {
+    let pick = |f: &dyn Fn(&ServerResult) -> Option<f64>| -> [Option<f64>; 3] {
+        [res[0].and_then(f), res[1].and_then(f), res[2].and_then(f)]
+    };
+    let sha = reference.sha256_s_per_gib;
+    let mut rows = vec![
+        Row {
+            id: "monolithic_push_mb_s".into(),
+            measure: format!("monolithic push {blob_mib} MiB (MB/s)"),
+            values: pick(&|r| r.mono.as_ref().map(|p| p.mb_s())),
+            target: Target::RatioAtLeast(5.0),
+        },
+        Row {
+            id: "monolithic_push_cpu_s_per_gib".into(),
+            measure: "  server CPU (s/GiB)".into(),
+            values: pick(&|r| r.mono.as_ref().map(|p| p.cpu_s_per_gib())),
+            target: Target::CpuWithinSha { factor: 1.5, sha },
+        },
+        Row {
+            id: "chunked_push_mb_s".into(),
+            measure: format!("chunked push, {chunk_mib} MiB PATCH (MB/s)"),
+            values: pick(&|r| r.chunked.as_ref().map(|p| p.mb_s())),
+            target: Target::RatioAtLeast(3.0),
+        },
+        Row {
+            id: "chunked_push_cpu_s_per_gib".into(),
+            measure: "  server CPU (s/GiB)".into(),
+            values: pick(&|r| r.chunked.as_ref().map(|p| p.cpu_s_per_gib())),
+            target: Target::CpuWithinSha { factor: 1.5, sha },
+        },
+        Row {
+            id: "pull_mb_s".into(),
+            measure: format!("pull {blob_mib} MiB (MB/s)"),
+            values: pick(&|r| r.pull.as_ref().map(|p| p.mb_s())),
+            target: Target::Pull {
+                ratio: 1.2,
+                frac: 0.8,
+                loopback: reference.loopback_mb_s,
+            },
+        },
+        Row {
+            id: "small_blob_push_per_s".into(),
+            measure: format!("small blobs {small}x64 KiB, {concurrency} cl (blobs/s)"),
+            values: pick(&|r| r.small.as_ref().map(|p| p.per_s())),
+            target: Target::RatioAtLeast(4.0),
+        },
+        Row {
+            id: "manifest_put_per_s".into(),
+            measure: format!("manifest PUT x{manifests}, {concurrency} cl (ops/s)"),
+            values: pick(&|r| r.manifests.as_ref().map(|p| p.per_s())),
+            target: Target::RatioAtLeast(4.0),
+        },
+    ];
+    let top = connections.iter().copied().max().unwrap_or(64);
+    let runs = [("HEAD", Tool::Builtin), ("GET", Tool::Wrk)];
+    for (method, tool) in runs {
+        for &c in connections {
+            let gated = c == top && c >= 64;
+            let id = format!("manifest_{}_c{c}", method.to_lowercase());
+            rows.push(Row {
+                id: format!("{id}_req_per_s"),
+                measure: format!("manifest {method} by tag, {c} conn (req/s)"),
+                values: pick(&|r| r.load(method, tool, c).map(|w| w.requests_per_sec)),
+                target: if gated { Target::RatioAtLeast(15.0) } else { Target::None },
+            });
+            rows.push(Row {
+                id: format!("{id}_p50_ms"),
+                measure: "  p50 latency (ms)".into(),
+                values: pick(&|r| r.load(method, tool, c).map(|w| w.p50_ms)),
+                target: Target::None,
+            });
+            rows.push(Row {
+                id: format!("{id}_p99_ms"),
+                measure: "  p99 latency (ms)".into(),
+                values: pick(&|r| r.load(method, tool, c).map(|w| w.p99_ms)),
+                target: if gated { Target::Below(5.0, "ms") } else { Target::None },
+            });
+        }
+    }
+    // The same GET load from the built-in generator, to compare the two tools.
+    for &c in connections {
+        rows.push(Row {
+            id: format!("manifest_get_c{c}_builtin_req_per_s"),
+            measure: format!("  GET {c} conn, built-in generator (req/s)"),
+            values: pick(&|r| r.load("GET", Tool::Builtin, c).map(|w| w.requests_per_sec)),
+            target: Target::None,
+        });
+    }
+    rows.push(Row {
+        id: "peak_rss_mib".into(),
+        measure: "peak RSS, whole run (MiB)".into(),
+        values: pick(&|r| r.peak_rss_kib.map(|k| k as f64 / 1024.0)),
+        target: Target::Below(32.0, "MiB"),
+    });
+    rows
+}
+
+pub fn table(rows: &[Row]) -> String {
+    let header = [
+        "measure",
+        "distribution",
+        "specreg fsync",
+        "specreg no-fsync",
+        "ratio fsync",
+        "ratio no-fsync",
+        "target",
+        "fsync",
+        "no-fsync",
+    ];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in rows {
+        cells.push(vec![
+            r.measure.clone(),
+            num(r.values[0]),
+            num(r.values[1]),
+            num(r.values[2]),
+            ratio_text(r.ratio(1)),
+            ratio_text(r.ratio(2)),
+            r.target.describe(),
+            verdict_text(r.target.verdict(r.values[0], r.values[1])).into(),
+            verdict_text(r.target.verdict(r.values[0], r.values[2])).into(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (n, row) in cells.iter().enumerate() {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str(" | ");
+            }
+            let pad = widths[i] - cell.chars().count();
+            if i == 0 || i == 6 {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if n == 0 {
+            let sep: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            out.push_str(&sep.join("-|-"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub fn rows_json(rows: &[Row]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "measure": r.measure.trim(),
+                    "distribution": r.values[0],
+                    "specreg_fsync": r.values[1],
+                    "specreg_no_fsync": r.values[2],
+                    "ratio_fsync": r.ratio(1),
+                    "ratio_no_fsync": r.ratio(2),
+                    "target": r.target.describe(),
+                    "pass_fsync": r.target.verdict(r.values[0], r.values[1]),
+                    "pass_no_fsync": r.target.verdict(r.values[0], r.values[2]),
+                })
+            })
+            .collect(),
+    )
+}
