@@ -68,3 +68,23 @@ fn content_survives_restart() {
         assert_eq!(l.resolve("x").digest, img.manifest.digest, "amd64 child pulled after restart");
     }
 }
+
+/// `specreg serve` stops promptly and cleanly on SIGTERM and on SIGINT (Ctrl-C).
+#[test]
+fn stops_on_sigterm_and_sigint() {
+    for (name, sig) in [("SIGTERM", libc::SIGTERM), ("SIGINT", libc::SIGINT)] {
+        let reg = Registry::start();
+        // An idle keep-alive connection must not hold the shutdown up.
+        let mut idle = std::net::TcpStream::connect(reg.addr()).unwrap();
+        use std::io::Write;
+        write!(idle, "GET /v2/ HTTP/1.1\r\nHost: {}\r\n\r\n", reg.addr()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let kind = reg.kind;
+        let (status, took) = reg.stop_with(sig, std::time::Duration::from_secs(30));
+        assert!(took < std::time::Duration::from_secs(20), "{kind} took {took:?} to stop on {name}");
+        if kind == "specreg" {
+            assert!(status.success(), "specreg exited with {status} on {name}");
+        }
+        drop(idle);
+    }
+}

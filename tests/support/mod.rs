@@ -424,9 +424,14 @@ impl Daemon {
 
     /// SIGTERM, wait up to `grace`; returns the exit status (SIGKILL after grace).
     pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.stop_with(libc::SIGTERM, grace)
+    }
+
+    /// Send `sig` to the leader, wait up to `grace`, then SIGKILL the group.
+    pub fn stop_with(&mut self, sig: i32, grace: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         let pid = child.id() as i32;
-        kill_pid(pid, libc::SIGTERM);
+        kill_pid(pid, sig);
         let start = Instant::now();
         let mut status = None;
         while start.elapsed() < grace {
@@ -437,7 +442,7 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(25));
         }
         if status.is_none() {
-            eprintln!("{} (pid {pid}) ignored SIGTERM for {grace:?}; sending SIGKILL", self.name);
+            eprintln!("{} (pid {pid}) ignored signal {sig} for {grace:?}; sending SIGKILL", self.name);
             kill_group(pid, libc::SIGKILL);
             status = child.wait().ok();
         }
@@ -792,11 +797,12 @@ impl Registry {
         self.daemon.log_tail(lines)
     }
 
-    /// SIGTERM and wait; asserts the server stops cleanly within 30s.
-    pub fn stop(mut self) -> ExitStatus {
-        self.daemon
-            .stop(Duration::from_secs(30))
-            .expect("registry already stopped")
+    /// Send `sig` (SIGTERM, SIGINT) and wait up to `grace`; returns the exit
+    /// status and how long the server took (SIGKILL after `grace`).
+    pub fn stop_with(mut self, sig: i32, grace: Duration) -> (ExitStatus, Duration) {
+        let t = Instant::now();
+        let st = self.daemon.stop_with(sig, grace).expect("registry already stopped");
+        (st, t.elapsed())
     }
 
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
