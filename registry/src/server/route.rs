@@ -50,14 +50,33 @@ enum Kind {
     Referrers,
 }
 
-const MARKERS: &[(&str, Kind)] = &[
-    ("/tags/list", Kind::Tags),
-    ("/manifests/", Kind::Manifest),
-    ("/blobs/uploads/", Kind::Upload),
-    ("/blobs/uploads", Kind::Upload),
-    ("/blobs/", Kind::Blob),
-    ("/referrers/", Kind::Referrers),
-];
+/// Splits `s` at its last `/`: (before, after). `None` when there is no `/`.
+fn split_last(s: &str) -> Option<(&str, &str)> {
+    s.rfind('/').map(|i| (&s[..i], &s[i + 1..]))
+}
+
+/// Finds the endpoint suffix of `rest` (the path after `/v2/`): the kind, where the name
+/// ends, and the last segment (reference, digest or upload id; may be empty). Only byte
+/// searches for `/`: this runs on every request.
+fn classify(rest: &str) -> Option<(Kind, &str, &str)> {
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some((Kind::Tags, name, ""));
+    }
+    let (head, tail) = split_last(rest)?;
+    let (before, prev) = split_last(head)?;
+    match prev {
+        "manifests" => Some((Kind::Manifest, before, tail)),
+        "referrers" => Some((Kind::Referrers, before, tail)),
+        // `/blobs/uploads` without the trailing slash opens a session too.
+        "blobs" if tail == "uploads" => Some((Kind::Upload, before, "")),
+        "blobs" => Some((Kind::Blob, before, tail)),
+        "uploads" => {
+            let (name, blobs) = split_last(before)?;
+            (blobs == "blobs").then_some((Kind::Upload, name, tail))
+        }
+        _ => None,
+    }
+}
 
 /// Parses a percent-decoded path. `ns` is the namespace prefix to apply to the name
 /// (from containerd's `ns` query parameter), already mapped to a name prefix. `pushing`
@@ -72,22 +91,7 @@ pub fn parse(path: &str, ns_prefix: Option<&str>, pushing: bool) -> Result<Route
     if rest == "_catalog" {
         return Ok(Route::Catalog);
     }
-    // Pick the marker whose tail holds no '/', nearest the end of the path.
-    let mut best: Option<(usize, &str, &Kind)> = None;
-    for (marker, kind) in MARKERS {
-        let Some(pos) = rest.rfind(marker) else { continue };
-        let tail = &rest[pos + marker.len()..];
-        let fits = match kind {
-            Kind::Tags => tail.is_empty(),
-            Kind::Upload if !marker.ends_with('/') => tail.is_empty(),
-            _ => !tail.contains('/'),
-        };
-        if fits && best.is_none_or(|(p, _, _)| pos > p) {
-            best = Some((pos, tail, kind));
-        }
-    }
-    let (pos, tail, kind) = best.ok_or(RouteError::NotFound)?;
-    let raw_name = &rest[..pos];
+    let (kind, raw_name, tail) = classify(rest).ok_or(RouteError::NotFound)?;
     let name = RepoName::parse(raw_name).map_err(|e| RouteError::Invalid(e.into()))?;
     let name = match ns_prefix {
         Some(prefix) => name.with_prefix(prefix).map_err(|e| RouteError::Invalid(e.into()))?,
