@@ -220,7 +220,7 @@ impl Registry {
 
     async fn ensure_in_catalog(&self, name: &RepoName, state: &RepoState) -> Result<()> {
         if !state.in_catalog.load(Ordering::Relaxed) {
-            self.storage.put_meta(&catalog_key(name), b"").await?;
+            self.storage.touch_meta(&catalog_key(name)).await?;
             state.in_catalog.store(true, Ordering::Relaxed);
         }
         Ok(())
@@ -252,7 +252,7 @@ impl Registry {
     /// Makes a stored blob visible in `repo`.
     pub async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let state = self.repo_mut(repo).await?;
-        self.storage.put_meta(&blob_link_key(repo, digest), b"").await?;
+        self.storage.touch_meta(&blob_link_key(repo, digest)).await?;
         self.ensure_in_catalog(repo, &state).await
     }
 
@@ -446,17 +446,28 @@ impl Registry {
         self.storage.put_small_blob(&digest, body.clone()).await?;
         self.cache_manifest(&digest, &body);
         let _writer = state.write.lock().await;
-        self.storage
-            .put_meta(&blob_link_key(repo, &digest), b"")
-            .await?;
-        let record_json = serde_json::to_vec(&record).expect("record serialises");
-        self.storage.put_meta(&manifest_key(repo, &digest), &record_json).await?;
-        state
+        self.storage.touch_meta(&blob_link_key(repo, &digest)).await?;
+        // Re-pushing a known manifest (a new tag on the same image) rewrites nothing.
+        let known = state
             .manifests
-            .write()
+            .read()
             .expect("manifests lock")
-            .insert(digest.clone(), record);
+            .get(&digest)
+            .is_some_and(|r| r.media_type == record.media_type);
+        if !known {
+            let record_json = serde_json::to_vec(&record).expect("record serialises");
+            self.storage.put_meta(&manifest_key(repo, &digest), &record_json).await?;
+            state
+                .manifests
+                .write()
+                .expect("manifests lock")
+                .insert(digest.clone(), record);
+        }
         for tag in tags {
+            let unchanged = state.tags.read().expect("tags lock").get(tag) == Some(&digest);
+            if unchanged {
+                continue;
+            }
             self.storage
                 .put_meta(&tag_key(repo, tag), digest.to_string().as_bytes())
                 .await?;

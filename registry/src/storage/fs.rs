@@ -287,11 +287,11 @@ impl Storage for FsStorage {
     async fn create_upload(&self, id: &UploadId, meta: &UploadMeta) -> Result<()> {
         let dir = self.upload_dir(id);
         let json = serde_json::to_vec(meta).expect("upload metadata serialises");
-        let fsync = self.fsync;
+        // Not fsynced: a session lost in a crash only makes the client start over.
         blocking(move || {
             fs::create_dir_all(&dir)?;
             File::create(dir.join("data"))?;
-            write_atomic(&dir.join("meta.json"), &json, fsync)
+            write_atomic(&dir.join("meta.json"), &json, false)
         })
         .await?
         .map_err(|e| StorageError::io("creating upload session", e))?;
@@ -497,6 +497,34 @@ impl Storage for FsStorage {
         blocking(move || write_atomic(&path, &value, fsync))
             .await?
             .map_err(|e| StorageError::io("writing metadata", e))
+    }
+
+    async fn touch_meta(&self, key: &str) -> Result<bool> {
+        let path = self.meta_path(key);
+        let fsync = self.fsync;
+        blocking(move || -> io::Result<bool> {
+            let create = |p: &Path| OpenOptions::new().write(true).create_new(true).open(p);
+            let created = match create(&path) {
+                Ok(_) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(path.parent().expect("meta path has a parent"))?;
+                    match create(&path) {
+                        Ok(_) => true,
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            // An empty file has no data to flush: only its directory entry must last.
+            if created && fsync {
+                File::open(path.parent().expect("meta path has a parent"))?.sync_all()?;
+            }
+            Ok(created)
+        })
+        .await?
+        .map_err(|e| StorageError::io("writing metadata", e))
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {

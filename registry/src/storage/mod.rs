@@ -126,6 +126,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Writes a small metadata object atomically (replacing any previous value).
     async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()>;
 
+    /// Creates an empty marker object (a blob link, a catalog entry) durably; false when
+    /// it already existed, which then costs no write at all.
+    async fn touch_meta(&self, key: &str) -> Result<bool>;
+
     /// Reads a metadata object, `None` when absent.
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
