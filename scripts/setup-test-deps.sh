@@ -20,6 +20,7 @@ PACKAGES=(
   tar
   curl
   ca-certificates
+  openssl          # e2e_tls_auth: given certificates, fingerprints, SANs
   wrk              # load tests
 )
 

@@ -270,14 +270,31 @@ fn cmdline(cmd: &Command) -> String {
 /// Run `cmd` to completion with no stdin, killing its whole process group after
 /// `timeout`. Does not look at the exit status.
 pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    run_timeout_input(cmd, timeout, None)
+}
+
+/// Run with `input` on stdin (e.g. `--password-stdin`), 5-minute timeout; no
+/// status check. The input never appears in the returned command line.
+pub fn run_input(cmd: &mut Command, input: &[u8]) -> Output {
+    run_timeout_input(cmd, Duration::from_secs(300), Some(input.to_vec()))
+}
+
+fn run_timeout_input(cmd: &mut Command, timeout: Duration, input: Option<Vec<u8>>) -> Output {
     let line = cmdline(cmd);
-    cmd.stdin(Stdio::null())
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{line}`: {e} ({SETUP_HINT})"));
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+            // Dropping stdin closes it: the tool sees EOF.
+        });
+    }
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -621,7 +638,24 @@ pub struct Registry {
     addr: String,
     pub kind: &'static str,
     pub data: PathBuf,
+    /// How a `start_specreg_with*` registry was started (kept for `restart`).
+    launch: Option<Launch>,
+    /// The `specreg serve: listening on ...` line (empty for distribution).
+    announce: String,
+    /// The connection info JSON the server wrote, if it named one.
+    info: Option<ConnectionInfo>,
+    /// The CA the helper methods trust; `Some` means they speak HTTPS.
+    ca_pem: Option<String>,
+    /// Credentials the helper methods send (HTTP Basic) unless told otherwise.
+    creds: Option<(String, String)>,
     _dir: TempTree,
+}
+
+/// Arguments and environment of a `specreg serve` started by a test.
+#[derive(Clone, Debug)]
+struct Launch {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Registry {
@@ -642,13 +676,14 @@ impl Registry {
     /// Stop the server (SIGTERM; it must exit within 30s) and start it again on
     /// the same data directory (on a new port). Returns the exit status too.
     pub fn restart(self) -> (ExitStatus, Registry) {
-        let Registry { mut daemon, kind, _dir: dir, .. } = self;
+        let Registry { mut daemon, kind, launch, _dir: dir, .. } = self;
         let status = daemon
             .stop(Duration::from_secs(30))
             .expect("registry already stopped");
         drop(daemon);
-        let reg = match kind {
-            "specreg" => Registry::spawn_specreg(dir),
+        let reg = match (kind, launch) {
+            ("specreg", Some(launch)) => Registry::spawn_specreg_launch(dir, launch),
+            ("specreg", None) => Registry::spawn_specreg(dir),
             _ => Registry::spawn_distribution(dir),
         };
         (status, reg)
@@ -719,8 +754,147 @@ impl Registry {
             addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
             "specreg announced `{addr}`, expected the real loopback port"
         );
-        let reg = Registry { daemon, addr, kind: "specreg", data, _dir: dir };
+        let reg = Registry {
+            daemon,
+            addr,
+            kind: "specreg",
+            data,
+            launch: None,
+            announce: String::new(),
+            info: None,
+            ca_pem: None,
+            creds: None,
+            _dir: dir,
+        };
         reg.wait_ready();
+        reg
+    }
+
+    /// `specreg serve ARGS` as an operator runs it: TLS, users and the connection
+    /// info file unless ARGS say otherwise. `--listen 127.0.0.1:0` and `--data
+    /// <temp>/data` are added unless ARGS give them or a `--config` file is used
+    /// (then the file must say `listen` and `data`).
+    ///
+    /// When the server names an info file, it is read ([`Registry::info`]) and the
+    /// helper methods (`get`, `manifest`, `blob`, ...) trust its `cert` over HTTPS
+    /// and send its username/password as Basic credentials (change with
+    /// [`Registry::set_ca_pem`] / [`Registry::set_credentials`]).
+    pub fn start_specreg_with(args: &[&str]) -> Registry {
+        Registry::start_specreg_env(args, &[])
+    }
+
+    /// [`Registry::start_specreg_with`] with extra environment (e.g. a password
+    /// variable or `SPECREG_LOG`).
+    pub fn start_specreg_env(args: &[&str], env: &[(&str, &str)]) -> Registry {
+        let launch = Launch {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        Registry::spawn_specreg_launch(TempTree::new("specreg"), launch)
+    }
+
+    fn spawn_specreg_launch(dir: TempTree, launch: Launch) -> Registry {
+        let given = |flag: &str| {
+            let eq = format!("{flag}=");
+            launch.args.iter().position(|a| a == flag || a.starts_with(&eq))
+        };
+        let with_config = given("--config").is_some();
+        let data = match given("--data") {
+            Some(i) if launch.args[i] == "--data" => PathBuf::from(&launch.args[i + 1]),
+            Some(i) => PathBuf::from(&launch.args[i]["--data=".len()..]),
+            None => dir.join("data"),
+        };
+        let mut args: Vec<std::ffi::OsString> = vec!["serve".into()];
+        if given("--listen").is_none() && !with_config {
+            args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
+        if given("--data").is_none() && !with_config {
+            args.extend(["--data".into(), data.clone().into_os_string()]);
+        }
+        args.extend(launch.args.iter().map(Into::into));
+        let log = dir.join("specreg.log");
+        let bin = env!("CARGO_BIN_EXE_specreg");
+        let mut cmd = Command::new(bin);
+        cmd.args(&args)
+            .env("SPECREG_LOG", std::env::var("SPECREG_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+            .process_group(0);
+        let line = cmdline(&cmd);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout_log = dir.join("specreg.stdout");
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().create(true).append(true).open(stdout_log).ok();
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(f) = f.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if !sent && line.contains("listening on http") {
+                    let _ = tx.send(line);
+                    sent = true;
+                }
+            }
+        });
+        let mut daemon = Daemon::from_child("specreg", child, log);
+        let start = Instant::now();
+        let announce = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => break l,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    daemon.assert_running();
+                    if start.elapsed() > Duration::from_secs(60) {
+                        panic!(
+                            "`{line}` printed no `listening on` line within 60s\n{}",
+                            daemon.log_tail(100)
+                        );
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(200));
+                    daemon.assert_running();
+                    panic!("`{line}` closed stdout without a `listening on` line");
+                }
+            }
+        };
+        let tls = announce.contains("listening on https://");
+        let after = announce.split_once("://").map(|(_, a)| a).unwrap_or_default();
+        let addr: String = after.chars().take_while(|c| !c.is_whitespace() && *c != '/').collect();
+        assert!(
+            addr.contains(':') && !addr.ends_with(":0"),
+            "specreg announced `{addr}` in {announce:?}, expected the real address and port"
+        );
+        let info = announce.split_once("connection info in ").map(|(_, rest)| {
+            let path = rest.split(';').next().unwrap_or_default().trim();
+            ConnectionInfo::read(Path::new(path))
+        });
+        let ca_pem = match (&info, tls) {
+            (Some(i), true) => Some(i.cert.clone()),
+            _ => None,
+        };
+        let creds = info.as_ref().map(|i| (i.username.clone(), i.password.clone()));
+        let reg = Registry {
+            daemon,
+            addr,
+            kind: "specreg",
+            data,
+            launch: Some(launch),
+            announce,
+            info,
+            ca_pem,
+            creds,
+            _dir: dir,
+        };
+        // The line is printed once the socket is bound: no readiness probe needed
+        // (a bare TCP probe would only add a failed TLS handshake to the log).
         reg
     }
 
@@ -747,7 +921,18 @@ impl Registry {
         let mut cmd = Command::new(bin);
         cmd.arg("serve").arg(&cfg);
         let daemon = Daemon::spawn("docker-registry", cmd, dir.join("registry.log"));
-        let reg = Registry { daemon, addr, kind: "distribution", data, _dir: dir };
+        let reg = Registry {
+            daemon,
+            addr,
+            kind: "distribution",
+            data,
+            launch: None,
+            announce: String::new(),
+            info: None,
+            ca_pem: None,
+            creds: None,
+            _dir: dir,
+        };
         reg.wait_ready();
         reg
     }
@@ -806,11 +991,78 @@ impl Registry {
     }
 
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        http(&self.addr, "GET", path, headers, b"")
+        self.send("GET", path, headers, b"")
     }
 
     pub fn head(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        http(&self.addr, "HEAD", path, headers, b"")
+        self.send("HEAD", path, headers, b"")
+    }
+
+    /// One request: plain HTTP, or HTTPS trusting [`Registry::ca_pem`]; with the
+    /// registry's credentials as HTTP Basic unless `headers` hold an
+    /// `Authorization` already. Panics on transport errors.
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+        let has_auth = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        let basic;
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let (false, Some((u, p))) = (has_auth, &self.creds) {
+            basic = basic_auth(u, p);
+            all.push(("Authorization", &basic));
+        }
+        self.send_exact(method, path, &all, body)
+    }
+
+    /// Like [`Registry::send`] but with exactly `headers` (no credentials added).
+    pub fn send_exact(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+        match &self.ca_pem {
+            None => http(&self.addr, method, path, headers, body),
+            Some(ca) => https(&self.addr, host_of(&self.addr), ca, method, path, headers, body)
+                .unwrap_or_else(|e| panic!("{method} https://{}{path}: {e}", self.addr)),
+        }
+    }
+
+    /// Whether the helper methods speak HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.ca_pem.is_some()
+    }
+
+    /// The CA PEM the helper methods trust.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    pub fn set_ca_pem(&mut self, ca_pem: Option<String>) {
+        self.ca_pem = ca_pem;
+    }
+
+    /// Credentials the helper methods send; `None`: anonymous.
+    pub fn set_credentials(&mut self, creds: Option<(&str, &str)>) {
+        self.creds = creds.map(|(u, p)| (u.to_string(), p.to_string()));
+    }
+
+    /// The connection info file the server wrote (panics if it named none).
+    pub fn info(&self) -> &ConnectionInfo {
+        self.info.as_ref().expect("this registry announced no connection info file")
+    }
+
+    /// The `specreg serve: listening on ...` line.
+    pub fn announce(&self) -> &str {
+        &self.announce
+    }
+
+    /// Everything the server wrote to stdout so far.
+    pub fn stdout_text(&self) -> String {
+        fs::read_to_string(self._dir.join("specreg.stdout")).unwrap_or_default()
+    }
+
+    /// Everything the server logged (stderr) so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.daemon.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the server process has exited.
+    pub fn assert_running(&mut self) {
+        self.daemon.assert_running();
     }
 
     /// GET and HEAD a manifest by tag or digest with every manifest type accepted.
@@ -1483,6 +1735,21 @@ pub struct Dockerd {
 impl Dockerd {
     /// `insecure` are `host:port` registries reachable over plain HTTP.
     pub fn start(insecure: &[&str]) -> Dockerd {
+        Dockerd::start_with(insecure, None)
+    }
+
+    /// Like [`Dockerd::start`], and inside the daemon's mount namespace
+    /// `/etc/docker/certs.d` is a bind mount of `certs_d` (the host's is never
+    /// touched): `certs_d/<host:port>/ca.crt` makes dockerd trust that CA for that
+    /// registry. dockerd reads the directory on every registry access, so CAs may
+    /// be added while it runs. Note that dockerd never verifies certificates of
+    /// registries on 127.0.0.0/8 (always "insecure" for docker): use a
+    /// non-loopback address (see [`host_ipv4`]) to test CA trust.
+    pub fn start_with_certs_d(insecure: &[&str], certs_d: &Path) -> Dockerd {
+        Dockerd::start_with(insecure, Some(certs_d))
+    }
+
+    fn start_with(insecure: &[&str], certs_d: Option<&Path>) -> Dockerd {
         let docker_bin = tool("docker");
         let dockerd_bin = tool("dockerd");
         let unshare = tool("unshare");
@@ -1502,8 +1769,15 @@ impl Dockerd {
             fs::create_dir_all(dir.join(d)).unwrap();
         }
         fs::write(dir.join("client/config.json"), "{}").unwrap();
+        let certs_mount = match certs_d {
+            Some(c) => {
+                fs::create_dir_all(c).unwrap();
+                format!("mkdir -p /etc/docker/certs.d\nmount --bind '{}' /etc/docker/certs.d\n", c.display())
+            }
+            None => String::new(),
+        };
         let script = format!(
-            "{SANDBOX_PROLOGUE}\
+            "{SANDBOX_PROLOGUE}{certs_mount}\
              exec {dockerd} --containerd {csock} --storage-driver vfs \
                --data-root {d}/data --exec-root {d}/exec --pidfile {d}/docker.pid \
                -H unix://{sock} --bridge none --iptables=false --ip6tables=false \
@@ -1574,4 +1848,257 @@ fn ping_unix(sock: &Path) -> bool {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200")
+}
+
+// ---------------------------------------------------------------------------
+// TLS, credentials and the connection info file
+// ---------------------------------------------------------------------------
+
+/// The connection info JSON `specreg serve` writes (`buildset_registry.json`).
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    pub path: PathBuf,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+    /// PEM of the CA clients must trust.
+    pub cert: String,
+    pub json: Value,
+}
+
+impl ConnectionInfo {
+    pub fn read(path: &Path) -> ConnectionInfo {
+        let bytes = fs::read(path).unwrap_or_else(|e| panic!("reading connection info {}: {e}", path.display()));
+        let json: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("connection info {} is not JSON: {e}", path.display()));
+        let s = |k: &str| {
+            json[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("connection info {}: no string {k:?}:\n{json:#}", path.display()))
+                .to_string()
+        };
+        ConnectionInfo {
+            path: path.to_path_buf(),
+            host: s("host"),
+            port: json["port"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or_else(|| panic!("connection info {}: no port:\n{json:#}", path.display())),
+            username: s("username"),
+            password: s("password"),
+            cert: json["cert"].as_str().unwrap_or_default().to_string(),
+            json,
+        }
+    }
+
+    /// `host:port` as image references spell it (IPv6 in brackets).
+    pub fn registry(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// `user:password` for `--creds`.
+    pub fn creds(&self) -> String {
+        format!("{}:{}", self.username, self.password)
+    }
+
+    /// Write `cert` as `dir/ca.crt` (a `--cert-dir` for podman/skopeo) and return `dir`.
+    pub fn write_cert_dir(&self, dir: &Path) -> PathBuf {
+        write_ca_dir(dir, &self.cert)
+    }
+}
+
+/// Create `dir` holding `ca.crt` = `ca_pem`; returns `dir`.
+pub fn write_ca_dir(dir: &Path, ca_pem: &str) -> PathBuf {
+    assert!(ca_pem.contains("BEGIN CERTIFICATE"), "not a PEM certificate: {ca_pem:?}");
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("ca.crt"), ca_pem).unwrap();
+    dir.to_path_buf()
+}
+
+/// The host part of `host:port` (brackets removed).
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// This machine's first IPv4 address that is not loopback.
+pub fn host_ipv4() -> Option<std::net::Ipv4Addr> {
+    let mut found = None;
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below; we only read it in between.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return None;
+        }
+        let mut p = ifap;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() && i32::from((*a).sa_family) == libc::AF_INET {
+                let sin = &*(a as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() && !ip.is_unspecified() {
+                    found = Some(ip);
+                    break;
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    found
+}
+
+const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn b64_encode_with(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..4 {
+            if i < chars {
+                out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else if pad {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding.
+pub fn b64(bytes: &[u8]) -> String {
+    b64_encode_with(bytes, B64_STD, true)
+}
+
+/// URL-safe base64 without padding (JWT segments).
+pub fn b64url(bytes: &[u8]) -> String {
+    b64_encode_with(bytes, B64_URL, false)
+}
+
+/// Decode URL-safe or standard base64, padded or not.
+pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// `Basic <base64(user:password)>`
+pub fn basic_auth(user: &str, password: &str) -> String {
+    format!("Basic {}", b64(format!("{user}:{password}").as_bytes()))
+}
+
+/// DER bytes of every certificate in a PEM bundle.
+pub fn pem_certs_der(pem: &str) -> Vec<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.expect("PEM certificate").as_ref().to_vec())
+        .collect()
+}
+
+/// SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it
+/// (upper-case hex pairs joined by `:`).
+pub fn sha256_fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A TLS connection to `addr` verifying the server as `server_name` against
+/// exactly the CAs in `ca_pem`. Errors (certificate, name, connection) as text.
+pub fn tls_connect(
+    addr: &str,
+    server_name: &str,
+    ca_pem: &str,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    let config = specreg_certs::client_config_trusting(ca_pem).map_err(|e| format!("bad CA PEM: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| format!("bad server name {server_name:?}: {e}"))?;
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| format!("TLS client: {e}"))?;
+    let mut tcp = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)
+            .map_err(|e| format!("TLS handshake with {addr} as {server_name}: {e}"))?;
+    }
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// The certificates (DER, leaf first) `addr` presents, verified as above.
+pub fn tls_peer_certs(addr: &str, server_name: &str, ca_pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    let s = tls_connect(addr, server_name, ca_pem)?;
+    Ok(s.conn
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect())
+}
+
+/// One HTTP/1.1 request over TLS (see [`tls_connect`]); `Host` is `addr`.
+pub fn https(
+    addr: &str,
+    server_name: &str,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpResponse, String> {
+    let mut s = tls_connect(addr, server_name, ca_pem)?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "PUT" | "POST" | "PATCH") {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| format!("sending: {e}"))?;
+    s.write_all(body).map_err(|e| format!("sending: {e}"))?;
+    s.flush().map_err(|e| format!("sending: {e}"))?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // A peer closing without close_notify: what arrived is checked below.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(format!("reading the response: {e}")),
+        }
+    }
+    parse_response(method, &raw).map_err(|e| {
+        format!(
+            "bad response ({e}): {:?}",
+            String::from_utf8_lossy(&raw[..raw.len().min(500)])
+        )
+    })
 }
