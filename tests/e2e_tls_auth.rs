@@ -913,7 +913,14 @@ fn anonymous_read_pulls_without_credentials_but_never_pushes() {
     let v: Value = serde_json::from_slice(&r.body).unwrap();
     let t = v["token"].as_str().unwrap().to_string();
     assert_eq!(get_manifest(&reg, "e2e/anon", "v1", Some(&bearer(&t))).status, 200, "anonymous token pulls");
-    assert_denied(&post_upload(&reg, "e2e/anon", Some(&bearer(&t))), "anonymous token pushes");
+    // An anonymous token lacking push is told to authenticate (401 + challenge), not 403.
+    assert_challenge(
+        &post_upload(&reg, "e2e/anon", Some(&bearer(&t))),
+        &realm,
+        Some("repository:e2e/anon:pull,push"),
+        Some("insufficient_scope"),
+        "anonymous token pushes",
+    );
 
     // skopeo: anonymous pull, a pull with bogus credentials, no anonymous push.
     assert_pulls_back(&sk, &["--src-cert-dir", p(&certs)], &dst_ref, &work.join("dst"), &img, &src);

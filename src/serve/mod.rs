@@ -206,7 +206,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ));
         }
         if let Some(t) = &tls {
-            line.push_str(&format!("; CA {}", t.ca_fingerprint));
+            line.push_str(&format!("; {} {}", t.trust_label, t.ca_fingerprint));
         }
         writeln!(out, "{line}")?;
         out.flush()?;
@@ -222,6 +222,8 @@ struct TlsMaterial {
     /// What clients must trust.
     ca_pem: String,
     ca_fingerprint: String,
+    /// `CA` for a generated CA; `cert` for given files (the first certificate of the chain).
+    trust_label: &'static str,
 }
 
 fn tls_material(s: &Settings, public_host: &str) -> anyhow::Result<TlsMaterial> {
@@ -230,7 +232,7 @@ fn tls_material(s: &Settings, public_host: &str) -> anyhow::Result<TlsMaterial> 
         let key_pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
         let server = specreg_certs::server_config(&chain, &key_pem).context("loading the given certificate")?;
         let fp = specreg_certs::sha256_fingerprint_pem(&chain)?;
-        return Ok(TlsMaterial { server: Arc::new(server), ca_pem: chain, ca_fingerprint: fp });
+        return Ok(TlsMaterial { server: Arc::new(server), ca_pem: chain, ca_fingerprint: fp, trust_label: "cert" });
     }
     let mut names = host_names_and_addresses();
     names.push(public_host.trim_matches(|c| c == '[' || c == ']').to_owned());
@@ -253,6 +255,7 @@ fn tls_material(s: &Settings, public_host: &str) -> anyhow::Result<TlsMaterial> 
         server: Arc::new(server),
         ca_pem: issued.ca.cert_pem().to_owned(),
         ca_fingerprint: issued.ca.fingerprint(),
+        trust_label: "CA",
     })
 }
 

@@ -186,6 +186,10 @@ impl Authorizer for CredentialAuth {
             }
         };
         let allowed = match (&identity, needed(access)) {
+            // The probe always challenges anonymous clients, even with anonymous reads:
+            // docker and containers/image decide from it whether to send credentials at
+            // all, and a write user would otherwise never authenticate its pushes.
+            (Identity::Anonymous, None) => false,
             (Identity::Anonymous, _) => anonymous_ok,
             (_, None) => true,
             (Identity::User(u), Some((_, _, action))) => u.access.allows(if action == "*" { "pull" } else { action }),
@@ -193,12 +197,19 @@ impl Authorizer for CredentialAuth {
                 claims.access.iter().any(|r| r.allows(kind, &name, action))
             }
         };
-        if allowed || anonymous_ok {
+        if allowed || (anonymous_ok && !matches!(identity, Identity::Anonymous)) {
             return Ok(());
         }
         match identity {
             Identity::Anonymous => Err(self.challenge(request, access, "authentication required", None)),
             Identity::User(u) => Err(Denial::denied(format!("user {} may not {}", u.name, describe(access)))),
+            // An anonymous token lacking the scope: the answer is to authenticate.
+            Identity::Token(claims) if claims.sub.is_empty() => Err(self.challenge(
+                request,
+                access,
+                &format!("authentication required to {}", describe(access)),
+                Some("insufficient_scope"),
+            )),
             Identity::Token(_) => Err(Denial::denied(format!("the token does not allow to {}", describe(access)))),
         }
     }
@@ -221,6 +232,9 @@ impl Authorizer for CredentialAuth {
                 Ok(Identity::Anonymous) => {
                     return Some(Err(Denial::unauthorized("credentials are required for a token")))
                 }
+                // Docker sends its Docker Hub login to mirrors: with anonymous reads on,
+                // unknown credentials get the anonymous (pull-only) token.
+                Ok(Identity::Token(_)) | Err(_) if self.config.anonymous_read => None,
                 Ok(Identity::Token(_)) | Err(_) => {
                     return Some(Err(Denial::unauthorized("invalid user name or password")))
                 }
@@ -329,6 +343,15 @@ mod tests {
     fn anonymous_read_lets_any_credentials_pull() {
         let a = auth(true);
         assert!(a.check(&req(None), &access(Action::Pull)).is_ok());
+        // The probe still challenges, so clients holding credentials send them.
+        let probe = Access { repo: None, action: Action::Probe };
+        assert_eq!(a.check(&req(None), &probe).unwrap_err().error.status, 401);
+        let form = vec![("scope".to_owned(), "repository:org/app:pull,push".to_owned())];
+        let grant = a.issue_token(&req(basic("hub-user", "hub-pw")), &form).unwrap().unwrap();
+        let bearer = Some(format!("Bearer {}", grant.token));
+        assert!(a.check(&req(bearer.clone()), &access(Action::Pull)).is_ok());
+        // Anonymous tokens lacking a scope are told to authenticate.
+        assert_eq!(a.check(&req(bearer), &access(Action::Push)).unwrap_err().error.status, 401);
         assert!(a.check(&req(basic("hub-user", "hub-pw")), &access(Action::Pull)).is_ok());
         assert_eq!(a.check(&req(None), &access(Action::Push)).unwrap_err().error.status, 401);
     }
