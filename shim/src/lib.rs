@@ -1,2 +1,4 @@
 //! The node shim: client configurators, the mirror proxy and the credential helper.
 //! Nothing here yet: `specreg use` arrives with its own issue.
+
+pub mod proxy;

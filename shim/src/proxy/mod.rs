@@ -1,0 +1,239 @@
+//! The node-local mirror proxy: an overlay of the buildset registry on the real registries.
+//!
+//! Every client on a node (dockerd's `registry-mirrors`, registries.conf mirrors,
+//! containerd's `hosts.toml`) points at this proxy on loopback. For a read (manifest,
+//! blob, tag list, referrers) the proxy asks the buildset registry first, with its own
+//! credentials; when the buildset registry has the content its answer is streamed back
+//! byte-exact, otherwise the original request goes to the image's upstream registry, with
+//! the client's own headers, and that answer is streamed back untouched (401 challenges
+//! and redirects included, so the client's token dance with the real registry works).
+//! Pushes go to the buildset registry. See [`mapping`] for how a path names a registry
+//! and a repository.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), specreg_shim::proxy::ProxyError> {
+//! use specreg_registry::auth::Secret;
+//! use specreg_shim::proxy::{BuildsetTarget, Proxy, ProxyConfig};
+//!
+//! let buildset = BuildsetTarget {
+//!     url: "https://buildset.example:5000".into(),
+//!     username: "zuul".into(),
+//!     password: Secret::new("pw"),
+//!     ca_pem: None,
+//! };
+//! let proxy = Proxy::bind(ProxyConfig::new("127.0.0.1:0".parse().unwrap(), buildset)).await?;
+//! println!("mirror on {}", proxy.local_addr());
+//! proxy.run_until(std::future::pending()).await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod forward;
+pub mod mapping;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use specreg_registry::auth::Secret;
+use tokio::net::TcpListener;
+
+pub use client::{Endpoint, Upstreams, DOCKER_HUB_API};
+
+/// Body of every request and response the proxy sends.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A TLS handshake that takes longer than this is abandoned.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The buildset registry and the credentials the proxy uses for it.
+#[derive(Debug, Clone)]
+pub struct BuildsetTarget {
+    /// Base URL, `https://host:port` (`http://` for a plain-HTTP registry).
+    pub url: String,
+    pub username: String,
+    pub password: Secret,
+    /// The CA to trust for it (PEM), in addition to the system's.
+    pub ca_pem: Option<String>,
+}
+
+/// Everything the proxy is told.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where to listen; loopback. Port 0 picks one ([`Proxy::local_addr`] tells which).
+    pub listen: SocketAddr,
+    /// Serve TLS with this (a node-local leaf); plain HTTP when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub buildset: BuildsetTarget,
+    /// Per-registry upstream base URLs (`("docker.io", "https://mirror.example:5000")`).
+    /// By default docker.io goes to `https://registry-1.docker.io` and any other registry
+    /// `H` to `https://H`.
+    pub upstreams: Vec<(String, String)>,
+    /// An extra CA (PEM) to trust for upstreams, besides the system's.
+    pub upstream_ca_pem: Option<String>,
+    /// Answer a miss with a fast 404 (`MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`, `NAME_UNKNOWN`)
+    /// instead of asking the upstream, so the client falls back by itself.
+    pub no_upstream: bool,
+    /// Name prefixes (`quay.io/org/`, `docker.io/library/foo`) whose misses are 404 errors
+    /// naming the image, never forwarded upstream.
+    pub authoritative: Vec<String>,
+    /// How long a read waits for the buildset registry's or the upstream's response
+    /// headers before answering 502.
+    pub read_timeout: Duration,
+}
+
+impl ProxyConfig {
+    /// Plain HTTP on `listen`, real upstreams, no authoritative prefixes.
+    pub fn new(listen: SocketAddr, buildset: BuildsetTarget) -> Self {
+        ProxyConfig {
+            listen,
+            tls: None,
+            buildset,
+            upstreams: Vec::new(),
+            upstream_ca_pem: None,
+            no_upstream: false,
+            authoritative: Vec::new(),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid {what} URL {url:?}: {reason}")]
+    Url { what: String, url: String, reason: String },
+    #[error("invalid CA certificates for {what}: {reason}")]
+    Ca { what: String, reason: String },
+    #[error("invalid registry host {0:?}")]
+    Registry(String),
+    #[error("the buildset registry username {0:?} cannot be sent in HTTP Basic (it holds ':' or a control character)")]
+    Username(String),
+    #[error("TLS client configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// A bound, not yet running proxy.
+pub struct Proxy {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<forward::State>,
+}
+
+impl Proxy {
+    /// Checks the configuration, builds the client side and binds the listener.
+    pub async fn bind(cfg: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let buildset = Endpoint::parse("buildset registry", &cfg.buildset.url)?;
+        let upstreams = Upstreams::new(&cfg.upstreams)?;
+        let mut extra: Vec<(&str, &str)> = Vec::new();
+        if let Some(pem) = &cfg.buildset.ca_pem {
+            extra.push(("the buildset registry", pem));
+        }
+        if let Some(pem) = &cfg.upstream_ca_pem {
+            extra.push(("upstreams", pem));
+        }
+        let roots = client::roots(&extra)?;
+        let http = client::http_client(roots)?;
+        let state = forward::State {
+            client: http,
+            buildset,
+            buildset_auth: basic_auth(&cfg.buildset.username, &cfg.buildset.password)?,
+            upstreams,
+            no_upstream: cfg.no_upstream,
+            authoritative: cfg.authoritative.clone(),
+            read_timeout: cfg.read_timeout,
+        };
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ProxyError::Bind { addr: cfg.listen, source })?;
+        tracing::info!(
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            tls = cfg.tls.is_some(),
+            buildset = %state.buildset,
+            no_upstream = cfg.no_upstream,
+            "mirror proxy bound"
+        );
+        Ok(Proxy {
+            listener,
+            tls: cfg.tls.map(tokio_rustls::TlsAcceptor::from),
+            state: Arc::new(state),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting (open connections end with
+    /// the runtime).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let state = self.state.clone();
+            let tls = self.tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    None => serve_connection(state, stream, peer).await,
+                    Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => serve_connection(state, tls_stream, peer).await,
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    },
+                }
+            });
+        }
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one client connection.
+async fn serve_connection<IO>(state: Arc<forward::State>, io: IO, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(forward::handle(&state, req).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// `Basic base64(user:password)`, marked sensitive so it never shows in a debug dump.
+fn basic_auth(username: &str, password: &Secret) -> Result<HeaderValue, ProxyError> {
+    if username.contains(':') || username.chars().any(char::is_control) {
+        return Err(ProxyError::Username(username.to_owned()));
+    }
+    let encoded = B64.encode(format!("{username}:{}", password.expose()));
+    let mut v = HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header value");
+    v.set_sensitive(true);
+    Ok(v)
+}
