@@ -1,0 +1,160 @@
+//! Docker: `registry-mirrors` in `/etc/docker/daemon.json` (docker.io only; ours first, the
+//! others kept) and per-host trust in `/etc/docker/certs.d/<host:port>/ca.crt` for the mirror
+//! and the buildset registry. dockerd re-reads `daemon.json` on SIGHUP and `certs.d` on every
+//! lookup, so no restart is needed.
+
+use std::path::{Path, PathBuf};
+
+use super::json::{detect_indent, Json};
+use super::{pem_bytes, process, ConfigureError, FileKind, NewFile, Planner};
+
+pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+pub const CERTS_D: &str = "/etc/docker/certs.d";
+
+/// The `registry-mirrors` entry for the mirror: docker requires a scheme and the domain root.
+pub fn mirror_url(mirror: &super::MirrorEndpoint) -> String {
+    format!("https://{mirror}")
+}
+
+/// `/etc/docker/certs.d/<host:port>/ca.crt`.
+pub fn cert_path(host_port: &str) -> PathBuf {
+    Path::new(CERTS_D).join(host_port).join("ca.crt")
+}
+
+fn same_mirror(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// Plans `daemon.json`: parse (absent or blank = `{}`), prepend `mirror_url` to
+/// `registry-mirrors` without duplicates, keep every other key and the key order, keep the
+/// file's indentation. `Ok(None)` when our mirror is already first.
+pub fn plan_daemon_json(old: Option<&[u8]>, mirror_url: &str) -> Result<Option<Vec<u8>>, String> {
+    let mut doc = match old {
+        Some(b) if !b.iter().all(u8::is_ascii_whitespace) => Json::parse(b)?,
+        _ => Json::Object(Vec::new()),
+    };
+    if !matches!(doc, Json::Object(_)) {
+        return Err(format!("top level is {}, not a JSON object", doc.kind()));
+    }
+    let mut mirrors: Vec<String> = match doc.get("registry-mirrors") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Json::String(s) => Ok(s.clone()),
+                other => Err(format!("\"registry-mirrors\" holds {}, not a string", other.kind())),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(format!("\"registry-mirrors\" is {}, not an array", other.kind())),
+    };
+    if mirrors.first().is_some_and(|m| same_mirror(m, mirror_url)) {
+        return Ok(None);
+    }
+    mirrors.retain(|m| !same_mirror(m, mirror_url));
+    mirrors.insert(0, mirror_url.to_string());
+    doc.set(
+        "registry-mirrors",
+        Json::Array(mirrors.into_iter().map(Json::String).collect()),
+    );
+    let indent = old.and_then(detect_indent).unwrap_or_else(|| b"  ".to_vec());
+    Ok(Some(doc.to_pretty(&indent)))
+}
+
+pub(super) fn plan(p: &mut Planner) -> Result<(), ConfigureError> {
+    let setup = p.setup;
+    if let Some(pid) = process::dockerd_pid(&setup.root) {
+        let args = process::cmdline(&setup.root, pid);
+        if let Some(flag) = args.iter().find(|a| a.starts_with("--registry-mirror")) {
+            return Err(ConfigureError::Conflict(format!(
+                "dockerd (pid {pid}) runs with {flag}; adding \"registry-mirrors\" to {DAEMON_JSON} too would stop it \
+                 from starting (a directive may not be both a flag and in the configuration file). \
+                 Remove the flag from the docker unit first"
+            )));
+        }
+        if let Some(i) = args
+            .iter()
+            .position(|a| a == "--config-file" || a.starts_with("--config-file="))
+        {
+            let file = args[i]
+                .strip_prefix("--config-file=")
+                .or(args.get(i + 1).map(String::as_str))
+                .unwrap_or("?");
+            if file != DAEMON_JSON {
+                p.warn(format!(
+                    "dockerd (pid {pid}) reads {file}, not {DAEMON_JSON}: its mirror setting will not change"
+                ));
+            }
+        }
+    }
+    let url = mirror_url(&setup.mirror);
+    p.file(Path::new(DAEMON_JSON), FileKind::DaemonJson, NewFile::SYSTEM, |old| {
+        plan_daemon_json(old, &url)
+    })?;
+    p.exact(
+        &cert_path(&setup.mirror.to_string()),
+        FileKind::DockerCert,
+        &pem_bytes(&setup.mirror_ca_pem),
+    )?;
+    for name in setup.buildset_names() {
+        p.exact(
+            &cert_path(&name),
+            FileKind::DockerCert,
+            &pem_bytes(&setup.buildset.ca_pem),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: &str = "https://127.0.0.1:41234";
+
+    fn s(b: Option<Vec<u8>>) -> String {
+        String::from_utf8(b.expect("changed")).unwrap()
+    }
+
+    #[test]
+    fn absent_file_gets_only_the_mirror() {
+        assert_eq!(
+            s(plan_daemon_json(None, M).unwrap()),
+            "{\n  \"registry-mirrors\": [\n    \"https://127.0.0.1:41234\"\n  ]\n}\n"
+        );
+        assert!(plan_daemon_json(Some(b"  \n"), M).unwrap().is_some());
+    }
+
+    #[test]
+    fn prepends_keeps_other_mirrors_keys_order_and_indent() {
+        let old = b"{\n\t\"mtu\": 1400,\n\t\"registry-mirrors\": [\"https://site-mirror.example\", \"https://127.0.0.1:41234/\"],\n\t\"debug\": true\n}\n";
+        let new = s(plan_daemon_json(Some(old), M).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&new).unwrap();
+        assert_eq!(v["mtu"], 1400);
+        assert_eq!(v["debug"], true);
+        assert_eq!(
+            v["registry-mirrors"],
+            serde_json::json!([M, "https://site-mirror.example"])
+        );
+        assert!(new.find("mtu").unwrap() < new.find("registry-mirrors").unwrap());
+        assert!(new.find("registry-mirrors").unwrap() < new.find("debug").unwrap());
+        assert!(new.contains("\n\t\"mtu\""), "{new}");
+        // Second run: already first, nothing to do.
+        assert_eq!(plan_daemon_json(Some(new.as_bytes()), M).unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_files_are_refused() {
+        assert!(plan_daemon_json(Some(b"{\"mtu\": 1400,"), M)
+            .unwrap_err()
+            .contains("invalid JSON"));
+        assert!(plan_daemon_json(Some(b"[1]"), M)
+            .unwrap_err()
+            .contains("not a JSON object"));
+        assert!(plan_daemon_json(Some(b"{\"registry-mirrors\": \"x\"}"), M)
+            .unwrap_err()
+            .contains("not an array"));
+        assert!(plan_daemon_json(Some(b"{\"registry-mirrors\": [1]}"), M)
+            .unwrap_err()
+            .contains("not a string"));
+    }
+}
