@@ -1,7 +1,10 @@
 //! `specreg`: the command line. Argument parsing and wiring only; the work happens in the
 //! `specreg-registry`, `specreg-certs` and `specreg-shim` crates.
 
+mod info;
+mod proxy_cmd;
 mod serve;
+mod use_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -16,19 +19,41 @@ struct Cli {
 enum Command {
     /// Run an OCI registry (a buildset or intermediate registry).
     Serve(serve::ServeArgs),
+    /// Set this node's container clients up to pull through the buildset registry.
+    Use(use_cmd::UseArgs),
+    /// Run the node-local mirror proxy in the foreground.
+    Proxy(proxy_cmd::ProxyArgs),
+    /// The docker credential helper protocol (also as `docker-credential-specreg`).
+    CredentialHelper {
+        /// get, store, erase, list or version.
+        action: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
+    // Called by docker as `docker-credential-specreg <action>`.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.first().is_some_and(|a| specreg_shim::credential_helper::invoked_as_helper(a)) {
+        return exit_code(specreg_shim::credential_helper::main_with_args(&argv));
+    }
     let cli = Cli::parse();
+    // `use` speaks through its own summary lines; servers log what they do.
+    let default_level = if matches!(cli.command, Command::Use(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SPECREG_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Use(args) => use_cmd::run(args),
+        Command::Proxy(args) => proxy_cmd::run(args),
+        Command::CredentialHelper { action } => {
+            let args = vec!["docker-credential-specreg".to_owned(), action];
+            return exit_code(specreg_shim::credential_helper::main_with_args(&args));
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -37,4 +62,18 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn exit_code(code: i32) -> std::process::ExitCode {
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -211,7 +211,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "{line}")?;
         out.flush()?;
         drop(out);
-        server.run_until(shutdown_signal()).await;
+        server.run_until(crate::shutdown_signal()).await;
         tracing::info!("shutting down");
         Ok(())
     })
@@ -308,11 +308,3 @@ fn host_for_url(host: &str) -> String {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}

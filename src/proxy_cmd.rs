@@ -1,0 +1,120 @@
+//! `specreg proxy`: the node-local mirror proxy in the foreground (`specreg use` starts it
+//! detached).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use specreg_certs::{CaOptions, CertStore, LeafOptions};
+use specreg_registry::auth::Secret;
+use specreg_shim::proxy::{BuildsetTarget, Proxy, ProxyConfig};
+
+use crate::info::ConnectionInfo;
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The buildset registry's connection info (the JSON `specreg serve` writes).
+    #[arg(long)]
+    pub info: PathBuf,
+    /// Loopback address to listen on; port 0 picks a free one (see --addr-file).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Directory of the node-local CA and the proxy's leaf certificate. Without it the
+    /// proxy serves plain HTTP.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// Write the address actually listened on to this file once ready.
+    #[arg(long)]
+    pub addr_file: Option<PathBuf>,
+    /// Where a registry's misses go: REGISTRY=URL (repeatable), e.g.
+    /// docker.io=https://mirror.example:5000. Default: the real registry.
+    #[arg(long = "upstream")]
+    pub upstreams: Vec<String>,
+    /// A PEM file of extra CAs to trust for upstreams.
+    #[arg(long)]
+    pub upstream_ca: Option<PathBuf>,
+    /// Answer a miss with a fast 404 instead of forwarding it upstream.
+    #[arg(long)]
+    pub no_upstream: bool,
+    /// Name prefix (e.g. quay.io/org/) where a miss is an error, never an upstream image.
+    #[arg(long = "authoritative")]
+    pub authoritative: Vec<String>,
+}
+
+/// Splits `REGISTRY=URL`.
+pub fn parse_upstream(spec: &str) -> anyhow::Result<(String, String)> {
+    let (reg, url) = spec
+        .split_once('=')
+        .with_context(|| format!("--upstream {spec:?}: expected REGISTRY=URL"))?;
+    if reg.is_empty() || !(url.starts_with("https://") || url.starts_with("http://")) {
+        bail!("--upstream {spec:?}: expected REGISTRY=URL with an http(s) URL");
+    }
+    Ok((reg.to_owned(), url.trim_end_matches('/').to_owned()))
+}
+
+pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let info = ConnectionInfo::load(&args.info)?;
+    let tls = match &args.tls_dir {
+        Some(dir) => {
+            let leaf = LeafOptions { name: "proxy".to_owned(), ..LeafOptions::default() };
+            let issued = CertStore::open_or_create(dir, &CaOptions { common_name: "specreg node CA".to_owned(), ..CaOptions::default() }, &leaf)
+                .context("preparing the proxy's certificates")?;
+            let chain = format!("{}{}", issued.leaf.cert_pem(), issued.ca.cert_pem());
+            Some(Arc::new(specreg_certs::server_config(&chain, issued.leaf.key_pem())?))
+        }
+        None => None,
+    };
+    let buildset = BuildsetTarget {
+        url: info.base_url(),
+        username: info.username.clone(),
+        password: Secret::new(info.password.clone()),
+        ca_pem: (!info.cert.is_empty()).then(|| info.cert.clone()),
+    };
+    let mut config = ProxyConfig::new(args.listen, buildset);
+    config.tls = tls;
+    config.upstreams = args.upstreams.iter().map(|u| parse_upstream(u)).collect::<anyhow::Result<_>>()?;
+    config.upstream_ca_pem = match &args.upstream_ca {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    config.no_upstream = args.no_upstream;
+    config.authoritative = args.authoritative.clone();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let proxy = Proxy::bind(config).await.context("starting the proxy")?;
+        let addr = proxy.local_addr();
+        if let Some(path) = &args.addr_file {
+            specreg_certs::pem_files::write_secret(path, addr.to_string().as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        tracing::info!(%addr, buildset = %info.base_url(), "proxy ready");
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "specreg proxy: listening on {addr} for {}", info.base_url())?;
+        out.flush()?;
+        drop(out);
+        proxy.run_until(crate::shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_upstream;
+
+    #[test]
+    fn upstreams_parse() {
+        assert_eq!(
+            parse_upstream("docker.io=https://mirror:5000/").unwrap(),
+            ("docker.io".to_owned(), "https://mirror:5000".to_owned())
+        );
+        assert!(parse_upstream("docker.io").is_err());
+        assert!(parse_upstream("docker.io=ftp://x").is_err());
+    }
+}
