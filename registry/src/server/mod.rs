@@ -3,6 +3,7 @@
 
 mod auth;
 mod blobs;
+pub mod listen;
 mod listing;
 mod manifests;
 mod request;
@@ -19,8 +20,6 @@ use std::sync::Arc;
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use request::Ctx;
@@ -127,49 +126,9 @@ impl Server {
     /// Serves until `shutdown` completes; then stops accepting (open connections end
     /// with the runtime).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => return,
-            };
-            let _ = stream.set_nodelay(true);
-            let app = self.app.clone();
-            let tls = self.tls.clone();
-            tokio::spawn(async move {
-                match tls {
-                    None => serve_connection(app, stream, peer).await,
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls_stream) => serve_connection(app, tls_stream, peer).await,
-                        // Clients that do not trust our CA end here; say so once.
-                        Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                    },
-                }
-            });
-        }
-    }
-}
-
-/// Serves HTTP/1.1 or HTTP/2 (chosen by ALPN or by the connection preface) on one connection.
-async fn serve_connection<IO>(app: Arc<App>, io: IO, peer: SocketAddr)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(app, req).await) }
-    });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let app = self.app.clone();
+        let handler = move |req| handle(app.clone(), req);
+        listen::accept_loop(&self.listener, self.tls.clone(), handler, shutdown).await
     }
 }
 

@@ -121,36 +121,31 @@ pub async fn start(app: &App, ctx: &mut Ctx, name: &RepoName) -> Result<Resp, Re
     Ok(session_response(ctx, StatusCode::ACCEPTED, &id, 0))
 }
 
-/// `PATCH`: one chunk, in order.
-pub async fn patch(app: &App, ctx: &mut Ctx, name: &RepoName, id: &UploadId) -> Result<Resp, RegistryError> {
-    let at = match content_range_start(ctx) {
-        Ok(at) => at,
-        Err(()) => {
-            let current = app.registry.upload_offset(name, id).await?;
-            return Ok(out_of_order(ctx, id, current));
-        }
+/// Appends the request body where its `Content-Range` says (or at the end without one).
+/// `Err(response)`: the 416 to answer when the chunk does not fit.
+async fn append_body(app: &App, ctx: &mut Ctx, name: &RepoName, id: &UploadId) -> Result<Result<u64, Resp>, RegistryError> {
+    let Ok(at) = content_range_start(ctx) else {
+        let current = app.registry.upload_offset(name, id).await?;
+        return Ok(Err(out_of_order(ctx, id, current)));
     };
     let body = ctx.take_body_stream();
-    match app.registry.append_upload(name, id, at, body).await? {
-        Ok(size) => Ok(session_response(ctx, StatusCode::ACCEPTED, id, size)),
-        Err(current) => Ok(out_of_order(ctx, id, current)),
-    }
+    Ok(app.registry.append_upload(name, id, at, body).await?.map_err(|current| out_of_order(ctx, id, current)))
+}
+
+/// `PATCH`: one chunk, in order.
+pub async fn patch(app: &App, ctx: &mut Ctx, name: &RepoName, id: &UploadId) -> Result<Resp, RegistryError> {
+    Ok(match append_body(app, ctx, name, id).await? {
+        Ok(size) => session_response(ctx, StatusCode::ACCEPTED, id, size),
+        Err(resp) => resp,
+    })
 }
 
 /// `PUT ?digest=`: closes the session, with or without a last chunk.
 pub async fn put(app: &App, ctx: &mut Ctx, name: &RepoName, id: &UploadId) -> Result<Resp, RegistryError> {
     let digest = required_digest(ctx)?;
     if !ctx.body_is_empty() && ctx.content_length() != Some(0) {
-        let at = match content_range_start(ctx) {
-            Ok(at) => at,
-            Err(()) => {
-                let current = app.registry.upload_offset(name, id).await?;
-                return Ok(out_of_order(ctx, id, current));
-            }
-        };
-        let body = ctx.take_body_stream();
-        if let Err(current) = app.registry.append_upload(name, id, at, body).await? {
-            return Ok(out_of_order(ctx, id, current));
+        if let Err(resp) = append_body(app, ctx, name, id).await? {
+            return Ok(resp);
         }
     }
     app.registry.finish_upload(name, id, &digest).await?;

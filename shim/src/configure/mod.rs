@@ -61,24 +61,8 @@ pub const DEFAULT_REGISTRIES: [&str; 5] = ["docker.io", "quay.io", "gcr.io", "re
 /// Host name given to a buildset registry that is known only by IP address.
 pub const DEFAULT_BUILDSET_ALIAS: &str = "buildset-registry";
 
-/// A password or token; `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// A password or token; `Debug` never shows it (the registry's own type).
+pub use specreg_registry::auth::Secret;
 
 /// Where the local mirror proxy listens, as the clients will spell it (`127.0.0.1:41234`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -32,7 +32,6 @@ mod client;
 mod forward;
 pub mod mapping;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -43,8 +42,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::HeaderValue;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use specreg_registry::auth::Secret;
 use tokio::net::TcpListener;
 
@@ -53,8 +50,6 @@ pub use client::{Endpoint, Upstreams, DOCKER_HUB_API};
 /// Body of every request and response the proxy sends.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// A TLS handshake that takes longer than this is abandoned.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The buildset registry and the credentials the proxy uses for it.
 #[derive(Debug, Clone)]
@@ -182,48 +177,12 @@ impl Proxy {
     /// Serves until `shutdown` completes, then stops accepting (open connections end with
     /// the runtime).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => return,
-            };
-            let _ = stream.set_nodelay(true);
-            let state = self.state.clone();
-            let tls = self.tls.clone();
-            tokio::spawn(async move {
-                match tls {
-                    None => serve_connection(state, stream, peer).await,
-                    Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(state, tls_stream, peer).await,
-                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                    },
-                }
-            });
-        }
-    }
-}
-
-/// Serves HTTP/1.1 or HTTP/2 on one client connection.
-async fn serve_connection<IO>(state: Arc<forward::State>, io: IO, peer: SocketAddr)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(forward::handle(&state, req).await) }
-    });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let state = self.state.clone();
+        let handler = move |req| {
+            let state = state.clone();
+            async move { forward::handle(&state, req).await }
+        };
+        specreg_registry::server::listen::accept_loop(&self.listener, self.tls.clone(), handler, shutdown).await
     }
 }
 
