@@ -2102,3 +2102,219 @@ pub fn https(
         )
     })
 }
+
+// ---------------------------------------------------------------------------
+// A job node in a mount namespace (for `specreg use --root /`)
+// ---------------------------------------------------------------------------
+
+/// A long-lived private mount namespace standing in for a job node: `/etc`, `/var`
+/// and `/usr/local` are overlays whose upper layers live in a temp dir, `/run` is a
+/// private tmpfs. `specreg use --root /`, daemons and clients all run inside it
+/// through `nsenter`, so they see the same files while the host's stay untouched.
+/// The namespace is held open by a `sleep` process; on drop every process left in
+/// the namespace (e.g. the detached `specreg proxy`) is killed, by pid.
+pub struct NodeNs {
+    holder: Option<Daemon>,
+    pid: i32,
+    mnt_ns: String,
+    dir: TempTree,
+}
+
+pub const NODE_PROLOGUE: &str = "set -e\n\
+     for d in etc var usr/local; do n=$(echo $d | tr / _); mkdir -p \"$E2E_SANDBOX/$n-up\" \"$E2E_SANDBOX/$n-wk\"; \
+     mount -t overlay overlay -o \"lowerdir=/$d,upperdir=$E2E_SANDBOX/$n-up,workdir=$E2E_SANDBOX/$n-wk\" /$d; done\n\
+     mount -t tmpfs -o mode=755 tmpfs /run\n";
+
+impl NodeNs {
+    pub fn start() -> NodeNs {
+        require_root("a job node in a mount namespace");
+        let dir = TempTree::new("node");
+        let mut cmd = Command::new(tool("unshare"));
+        cmd.env("E2E_SANDBOX", dir.join("sandbox"))
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!("{NODE_PROLOGUE}exec sleep 100000"));
+        let mut holder = Daemon::spawn("node namespace", cmd, dir.join("node.log"));
+        let pid = holder.pid();
+        wait_until(
+            "the node namespace to be set up",
+            Duration::from_secs(30),
+            || fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == "sleep").unwrap_or(false),
+            || holder.assert_running(),
+        );
+        let mnt_ns = fs::read_link(format!("/proc/{pid}/ns/mnt"))
+            .expect("node mount namespace")
+            .to_string_lossy()
+            .to_string();
+        let own = fs::read_link("/proc/self/ns/mnt").unwrap().to_string_lossy().to_string();
+        assert_ne!(mnt_ns, own, "the node must have its own mount namespace");
+        NodeNs { holder: Some(holder), pid, mnt_ns, dir }
+    }
+
+    /// `nsenter --mount=/proc/PID/ns/mnt -- program`: `program` sees the node's files.
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(tool("nsenter"));
+        c.arg(format!("--mount=/proc/{}/ns/mnt", self.pid)).arg("--").arg(program);
+        c
+    }
+
+    /// The node's view of the absolute path `p`, as the host can read and write it
+    /// (`/proc/PID/root/p`).
+    pub fn path(&self, p: impl AsRef<Path>) -> PathBuf {
+        let p = p.as_ref();
+        PathBuf::from(format!("/proc/{}/root", self.pid)).join(p.strip_prefix("/").unwrap_or(p))
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Pids (other than the namespace holder) living in the node's mount namespace.
+    pub fn processes(&self) -> Vec<(i32, String)> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir("/proc") else { return out };
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            if pid == self.pid {
+                continue;
+            }
+            let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/mnt")) else { continue };
+            if ns.to_string_lossy() != self.mnt_ns {
+                continue;
+            }
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat.rfind(')').map(|i| stat[i + 1..].trim_start().starts_with('Z')).unwrap_or(false);
+            if zombie {
+                continue;
+            }
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+                .unwrap_or_default();
+            out.push((pid, cmdline));
+        }
+        out
+    }
+
+    /// Kill every process left in the namespace (SIGTERM, then SIGKILL).
+    pub fn kill_all(&self) {
+        for sig in [libc::SIGTERM, libc::SIGKILL] {
+            let left = self.processes();
+            if left.is_empty() {
+                return;
+            }
+            for (pid, _) in &left {
+                kill_pid(*pid, sig);
+            }
+            let start = Instant::now();
+            while !self.processes().is_empty() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Drop for NodeNs {
+    fn drop(&mut self) {
+        let left = self.processes();
+        if !left.is_empty() {
+            eprintln!("node namespace: killing leftover processes {left:?}");
+        }
+        self.kill_all();
+        drop(self.holder.take());
+    }
+}
+
+impl Dockerd {
+    /// A private dockerd inside `node` as a job node runs it: it reads
+    /// `/etc/docker/daemon.json` (write it first through [`NodeNs::path`], or none
+    /// is used) and writes `/var/run/docker.pid`, both the node's. Data and exec
+    /// roots, sockets and its containerd are private, as in [`Dockerd::start`].
+    pub fn start_in_node(node: &NodeNs) -> Dockerd {
+        let docker_bin = tool("docker");
+        let dockerd_bin = tool("dockerd");
+        tool("runc");
+        require_root("a private dockerd in a node namespace");
+        let dir = TempTree::new("dockerd");
+        let containerd = Containerd::start(dir.path());
+        let sock = dir.join("docker.sock");
+        for d in ["data", "exec", "client"] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        fs::write(dir.join("client/config.json"), "{}").unwrap();
+        let mut cmd = node.cmd(&dockerd_bin);
+        cmd.arg("--containerd")
+            .arg(&containerd.sock)
+            .args(["--storage-driver", "vfs", "--data-root"])
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .args(["--pidfile", "/var/run/docker.pid", "-H"])
+            .arg(format!("unix://{}", sock.display()))
+            .args([
+                "--bridge",
+                "none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+                "--config-file",
+                "/etc/docker/daemon.json",
+            ]);
+        let mut dockerd = Daemon::spawn("dockerd", cmd, dir.join("dockerd.log"));
+        let s = sock.clone();
+        wait_until(
+            "the private dockerd to answer /_ping",
+            Duration::from_secs(120),
+            || ping_unix(&s),
+            || dockerd.assert_running(),
+        );
+        Dockerd {
+            sock,
+            client_config: dir.join("client"),
+            docker_bin,
+            dockerd: Some(dockerd),
+            containerd: Some(containerd),
+            dir,
+        }
+    }
+
+    /// The dockerd process id.
+    pub fn pid(&self) -> i32 {
+        self.dockerd.as_ref().map(|d| d.pid()).unwrap_or(-1)
+    }
+
+    /// The daemon's API socket.
+    pub fn sock(&self) -> &Path {
+        &self.sock
+    }
+
+    /// The private containerd dockerd uses (for `ctr`).
+    pub fn containerd(&self) -> &Containerd {
+        self.containerd.as_ref().expect("containerd running")
+    }
+}
+
+impl Podman {
+    /// Like [`Podman::cmd`] but inside `node` (no private sandbox, and no
+    /// `CONTAINERS_REGISTRIES_CONF`: podman reads the node's
+    /// `/etc/containers/registries.conf` and `registries.conf.d`, and its
+    /// `/etc/containers/certs.d`).
+    pub fn cmd_in(&self, node: &NodeNs) -> Command {
+        let mut c = node.cmd(&self.bin);
+        c.envs(self.env.iter().filter(|(k, _)| k != "CONTAINERS_REGISTRIES_CONF").map(|(k, v)| (k, v)))
+            .env_remove("CONTAINERS_REGISTRIES_CONF")
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("runroot"))
+            .arg("--tmpdir")
+            .arg(self.dir.join("libpod-tmp"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"])
+            .arg("--network-config-dir")
+            .arg(self.dir.join("networks"));
+        c
+    }
+}
