@@ -117,7 +117,9 @@ impl Fixture {
         }
         let dockerd = with_dockerd.then(|| Dockerd::start_in_node(&node));
         if let Some(dk) = &dockerd {
-            let pidfile = fs::read_to_string(node.path("/var/run/docker.pid")).expect("dockerd's pid file in the node");
+            // /var/run is a symlink to /run, which `node.path` cannot follow (an absolute
+            // link resolves against our root, not the node's).
+            let pidfile = fs::read_to_string(node.path("/run/docker.pid")).expect("dockerd's pid file in the node");
             assert_eq!(pidfile.trim().parse::<i32>().ok(), Some(dk.pid()), "/var/run/docker.pid names our dockerd");
         }
         let home = TempTree::new("use-home");
