@@ -224,8 +224,12 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Option
     }
 }
 
+/// Writes `value` unless the file already holds exactly it (a second `use` touches nothing).
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).expect("state serialises");
+    if fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
     specreg_certs::pem_files::write_secret(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
