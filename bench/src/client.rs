@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -59,29 +58,12 @@ impl FileBody {
             let mut pos = offset;
             while pos < end {
                 let want = ((end - pos) as usize).min(FILE_CHUNK);
-                let mut buf = BytesMut::zeroed(want);
-                let mut filled = 0;
-                while filled < want {
-                    match file.read_at(&mut buf[filled..], pos + filled as u64) {
-                        Ok(0) => {
-                            let _ = tx.blocking_send(Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "blob file shorter than expected",
-                            )));
-                            return;
-                        }
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(e));
-                            return;
-                        }
-                    }
-                }
-                pos += want as u64;
-                if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                let read = read_exact_at(&file, want, pos);
+                let failed = read.is_err();
+                if tx.blocking_send(read).is_err() || failed {
                     return;
                 }
+                pos += want as u64;
             }
             if !tail.is_empty() {
                 let _ = tx.blocking_send(Ok(tail));
@@ -93,6 +75,38 @@ impl FileBody {
     pub fn boxed(self) -> ReqBody {
         BodyExt::boxed_unsync(self)
     }
+}
+
+/// `want` bytes of `file` at `pos`, read into a fresh buffer without zeroing it first.
+fn read_exact_at(file: &File, want: usize, pos: u64) -> io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buf = BytesMut::with_capacity(want);
+    while buf.len() < want {
+        let filled = buf.len();
+        // SAFETY: pread writes at most `want - filled` bytes into the spare capacity,
+        // which is at least that large; only the bytes it reports become initialised.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(filled).cast(),
+                want - filled,
+                (pos + filled as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file shorter than expected"));
+        }
+        // SAFETY: pread initialised `n` more bytes.
+        unsafe { buf.set_len(filled + n as usize) };
+    }
+    Ok(buf.freeze())
 }
 
 impl Body for FileBody {

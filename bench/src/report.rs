@@ -221,7 +221,7 @@ pub fn table(rows: &[Row]) -> String {
         "no-fsync",
     ];
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for r in rows {
+    for r in rows.iter().filter(|r| r.values.iter().any(Option::is_some)) {
         cells.push(vec![
             r.measure.clone(),
             num(r.values[0]),

@@ -42,6 +42,8 @@ pub struct Server {
     pub pid: u32,
     pub addr: SocketAddr,
     pub log_path: PathBuf,
+    /// The directory holding the server's data directory (same filesystem).
+    pub dir: PathBuf,
 }
 
 fn clock_ticks() -> f64 {
@@ -133,6 +135,7 @@ impl Server {
             pid,
             addr: "127.0.0.1:0".parse().unwrap(),
             log_path,
+            dir: dir.to_owned(),
         };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => {
@@ -185,6 +188,7 @@ impl Server {
             pid,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             log_path,
+            dir: dir.to_owned(),
         })
     }
 
