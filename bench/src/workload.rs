@@ -30,7 +30,7 @@ pub enum Phase {
     Small,
     /// Manifest PUTs from concurrent clients.
     Manifests,
-    /// Manifest HEAD/GET by tag under keep-alive load (wrk).
+    /// Manifest HEAD (built-in generator) and GET (wrk) by tag under keep-alive load.
     Load,
 }
 
