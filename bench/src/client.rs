@@ -178,6 +178,46 @@ impl Body for RepeatBody {
 pub struct Conn {
     sender: http1::SendRequest<ReqBody>,
     host: String,
+    /// An `Authorization` value sent with every request.
+    auth: Option<String>,
+}
+
+/// A rustls client configuration (ring) trusting only the certificates in `ca_pem`.
+pub fn tls_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.context("parsing a CA certificate")?)?;
+    }
+    if roots.is_empty() {
+        bail!("no CA certificate in the PEM");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// `Basic base64(user:password)`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}");
+    let bytes = input.as_bytes();
+    let mut out = String::from("Basic ");
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 impl Conn {
@@ -197,6 +237,34 @@ impl Conn {
         Ok(Conn {
             sender,
             host: addr.to_string(),
+            auth: None,
+        })
+    }
+
+    /// HTTPS (HTTP/1.1 over rustls) to `addr`, whose certificate must name its IP address;
+    /// `auth` is sent as `Authorization` with every request.
+    pub async fn connect_tls(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, auth: Option<String>) -> Result<Conn> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, stream)
+            .await
+            .with_context(|| format!("TLS handshake with {addr}"))?;
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(4 << 20)
+            .handshake::<_, ReqBody>(TokioIo::new(tls))
+            .await
+            .context("HTTP handshake")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            sender,
+            host: addr.to_string(),
+            auth,
         })
     }
 
@@ -211,6 +279,9 @@ impl Conn {
             .method(method.clone())
             .uri(path)
             .header(header::HOST, &self.host);
+        if let Some(auth) = &self.auth {
+            b = b.header(header::AUTHORIZATION, auth);
+        }
         for (k, v) in headers {
             b = b.header(k, *v);
         }

@@ -8,6 +8,7 @@
 mod baseline;
 mod client;
 mod load;
+mod node;
 mod report;
 mod servers;
 mod workload;
@@ -80,9 +81,17 @@ struct Args {
     /// Servers to measure.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "distribution,specreg-fsync,specreg-no-fsync")]
     servers: Vec<ServerKind>,
-    /// Phases to run [default: all].
+    /// Phases to run [default: all]. `node` is specreg only and runs once, after the
+    /// servers: `specreg use` / `--undo` time and the mirror proxy's cost (issue #5).
     #[arg(long, value_enum, value_delimiter = ',')]
     phases: Option<Vec<Phase>>,
+    /// node phase: size of the blob pulled directly and through the proxy, in MiB
+    /// [default: 256, quick 32].
+    #[arg(long, value_name = "MIB")]
+    node_blob_mib: Option<u64>,
+    /// node phase: `specreg use` + `--undo` cycles [default: 5, quick 3].
+    #[arg(long, value_name = "N")]
+    use_runs: Option<usize>,
     /// Directory for the temporary files (blob file, server data) [default: $TMPDIR].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -169,17 +178,21 @@ async fn run(args: Args) -> Result<()> {
     let manifest_count = args.manifests.unwrap_or(if quick { 40 } else { 200 }).max(1);
     let duration = Duration::from_secs(args.duration.unwrap_or(if quick { 2 } else { 10 }));
     let phases = args.phases.clone().unwrap_or_else(|| Phase::ALL.to_vec());
+    let server_phases: Vec<Phase> = phases.iter().copied().filter(|p| p.per_server()).collect();
+    let node_phase = phases.contains(&Phase::Node);
+    let node_blob_mib = args.node_blob_mib.unwrap_or(if quick { 32 } else { 256 }).max(1);
+    let use_runs = args.use_runs.unwrap_or(if quick { 3 } else { 5 }).max(1);
     if blob_mib == 0 || args.chunk_mib == 0 || args.concurrency == 0 {
         bail!("--blob-mib, --chunk-mib and --concurrency must be positive");
     }
     let mut kinds: Vec<ServerKind> = Vec::new();
     for k in ServerKind::ALL {
-        if args.servers.contains(&k) {
+        if args.servers.contains(&k) && !server_phases.is_empty() {
             kinds.push(k);
         }
     }
     let specreg_bin = args.specreg.clone().unwrap_or_else(default_specreg);
-    if kinds.iter().any(|k| *k != ServerKind::Distribution) && !specreg_bin.is_file() {
+    if (node_phase || kinds.iter().any(|k| *k != ServerKind::Distribution)) && !specreg_bin.is_file() {
         bail!(
             "no specreg binary at {} (run `cargo build --release -p specreg`, or bench/run.sh, or pass --specreg)",
             specreg_bin.display()
@@ -215,11 +228,15 @@ async fn run(args: Args) -> Result<()> {
     // Other work on the machine skews every figure: say how busy it was.
     let loadavg_start = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!(
-        "specreg-bench ({}): {blob_mib} MiB blob, {small_count} small blobs, {manifest_count} manifests, {}s load, in {}",
+        "specreg-bench ({}): {blob_mib} MiB blob, {small_count} small blobs, {manifest_count} manifests, {}s load; \
+         node: {use_runs} use runs, {node_blob_mib} MiB blob; in {}",
         if quick { "quick" } else { "full" },
         duration.as_secs(),
         root.display()
     );
+
+    let mut server_part = None;
+    if !server_phases.is_empty() {
 
     // The big blob, once, in a file; pushes send it plus a short tail so that each is a new
     // blob for the server (the monolithic push of the file alone is the one pulled).
@@ -281,7 +298,7 @@ async fn run(args: Args) -> Result<()> {
         concurrency: args.concurrency,
         load_duration: duration,
         connections: args.connections.clone(),
-        phases: phases.clone(),
+        phases: server_phases.clone(),
         wrk: args.wrk.clone(),
         script_dir,
         calibrate_load: !quick,
@@ -327,6 +344,31 @@ async fn run(args: Args) -> Result<()> {
         args.concurrency,
         &args.connections,
     );
+    server_part = Some((rows, reference, results));
+    }
+
+    let node_result = if node_phase {
+        let dir = root.join("node");
+        fs::create_dir_all(&dir)?;
+        eprintln!("node phase: specreg use / --undo x{use_runs}, {node_blob_mib} MiB pulls direct and through the proxy");
+        let cfg = node::NodeConfig {
+            specreg: specreg_bin.clone(),
+            dir: dir.clone(),
+            runs: use_runs,
+            blob_size: node_blob_mib << 20,
+            pulls: 3,
+            manifest_gets: 500,
+        };
+        let r = node::run(&cfg).await?;
+        if !args.keep {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        Some(r)
+    } else {
+        None
+    };
+    let node_rows = node_result.as_ref().map(report::node_rows);
+
     let mut out = String::new();
     out.push_str(&format!(
         "specreg-bench ({} run): {} CPUs ({}), kernel {}\n",
@@ -346,29 +388,47 @@ async fn run(args: Args) -> Result<()> {
         "servers: {distribution_version}; specreg {}; load by {wrk_version}\n",
         specreg_bin.display()
     ));
-    out.push_str(&format!(
-        "reference (best of a few runs): SHA-256 {:.3} s/GiB ({:.0} MB/s, one core); loopback TCP {:.0} MB/s \
-         (one stream, 1 MiB writes); bench client alone: push {:.0} MB/s, pull {:.0} MB/s\n",
-        reference.sha256_s_per_gib,
-        (1u64 << 30) as f64 / reference.sha256_s_per_gib / 1e6,
-        reference.loopback_mb_s,
-        reference.client_push_mb_s,
-        reference.client_pull_mb_s,
-    ));
-    if args.repeat > 1 {
-        out.push_str(&format!("big-blob push and pull figures: best of {} runs\n", args.repeat));
+    if let Some((rows, reference, _)) = &server_part {
+        out.push_str(&format!(
+            "reference (best of a few runs): SHA-256 {:.3} s/GiB ({:.0} MB/s, one core); loopback TCP {:.0} MB/s \
+             (one stream, 1 MiB writes); bench client alone: push {:.0} MB/s, pull {:.0} MB/s\n",
+            reference.sha256_s_per_gib,
+            (1u64 << 30) as f64 / reference.sha256_s_per_gib / 1e6,
+            reference.loopback_mb_s,
+            reference.client_push_mb_s,
+            reference.client_pull_mb_s,
+        ));
+        if args.repeat > 1 {
+            out.push_str(&format!("big-blob push and pull figures: best of {} runs\n", args.repeat));
+        }
+        out.push_str(
+            "MB = 10^6 bytes; CPU = server utime+stime; ratio = specreg / distribution (CPU, latency, RSS: lower is better); \
+             targets are informational\n",
+        );
+        out.push_str(
+            "HEAD load by the built-in generator (wrk 4.1 waits for a body after HEAD, wg/wrk#198), GET load by wrk -t2\n\n",
+        );
+        out.push_str(&report::table(rows));
     }
-    out.push_str(
-        "MB = 10^6 bytes; CPU = server utime+stime; ratio = specreg / distribution (CPU, latency, RSS: lower is better); \
-         targets are informational\n",
-    );
-    out.push_str(
-        "HEAD load by the built-in generator (wrk 4.1 waits for a body after HEAD, wg/wrk#198), GET load by wrk -t2\n\n",
-    );
-    out.push_str(&report::table(&rows));
+    if let Some(rows) = &node_rows {
+        if server_part.is_some() {
+            out.push('\n');
+        }
+        out.push_str(
+            "node (specreg only, issue #5; no distribution equivalent): `specreg use --root` on a fresh root (no daemon \
+             reload), wall time around the process; pulls over TLS, direct with Basic auth, proxy with the node CA; \
+             manifest GETs sequential on one keep-alive connection\n\n",
+        );
+        out.push_str(&report::node_table(rows));
+    }
     print!("{out}");
 
     if let Some(path) = &args.json {
+        let no_results: [Option<workload::ServerResult>; 3] = [None, None, None];
+        let (results, reference) = match &server_part {
+            Some((_, reference, results)) => (results, Some(reference)),
+            None => (&no_results, None),
+        };
         let servers: serde_json::Map<String, serde_json::Value> = ServerKind::ALL
             .iter()
             .zip(results.iter())
@@ -389,6 +449,8 @@ async fn run(args: Args) -> Result<()> {
                 "prewarm": !args.no_prewarm,
                 "wrk_threads": 2,
                 "phases": phases.iter().map(|p| format!("{p:?}").to_lowercase()).collect::<Vec<_>>(),
+                "node_blob_bytes": node_blob_mib << 20,
+                "use_runs": use_runs,
             },
             "environment": {
                 "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -400,15 +462,20 @@ async fn run(args: Args) -> Result<()> {
                 "loadavg_start": first3(&loadavg_start),
                 "loadavg_end": first3(&loadavg_end),
             },
-            "reference": {
+            "reference": reference.map(|reference| json!({
                 "sha256_s_per_gib": reference.sha256_s_per_gib,
                 "sha256_mb_per_s": (1u64 << 30) as f64 / reference.sha256_s_per_gib / 1e6,
                 "loopback_mb_per_s": reference.loopback_mb_s,
                 "client_push_mb_per_s": reference.client_push_mb_s,
                 "client_pull_mb_per_s": reference.client_pull_mb_s,
-            },
+            })),
             "servers": servers,
-            "rows": report::rows_json(&rows),
+            "rows": server_part.as_ref().map(|(rows, _, _)| report::rows_json(rows)),
+            "node": node_result.as_ref().map(|n| {
+                let mut v = n.to_json();
+                v["rows"] = report::node_rows_json(node_rows.as_deref().unwrap_or(&[]));
+                v
+            }),
         });
         let mut bytes = serde_json::to_vec_pretty(&doc)?;
         bytes.push(b'\n');

@@ -284,3 +284,167 @@ pub fn rows_json(rows: &[Row]) -> Value {
             .collect(),
     )
 }
+
+/// The `node` phase's rows: specreg only, absolute figures, issue #5's targets.
+pub struct NodeRow {
+    pub id: &'static str,
+    pub measure: String,
+    pub value: f64,
+    pub target: NodeTarget,
+}
+
+pub enum NodeTarget {
+    None,
+    /// Strictly below, in the row's unit.
+    Below(f64, &'static str),
+    /// A proxy/direct ratio at most this.
+    RatioAtMost(f64),
+}
+
+impl NodeTarget {
+    fn describe(&self) -> String {
+        match self {
+            NodeTarget::None => "-".into(),
+            NodeTarget::Below(v, unit) => format!("< {v} {unit}"),
+            NodeTarget::RatioAtMost(r) => format!("<= {r:.2}x"),
+        }
+    }
+    fn verdict(&self, v: f64) -> Option<bool> {
+        match self {
+            NodeTarget::None => None,
+            NodeTarget::Below(max, _) => Some(v < *max),
+            NodeTarget::RatioAtMost(r) => Some(v <= *r),
+        }
+    }
+}
+
+pub fn node_rows(n: &crate::node::NodeResult) -> Vec<NodeRow> {
+    use crate::node::{max, median};
+    let mib = n.blob_bytes >> 20;
+    let files = n.files_written.map(|f| format!(", {f} files")).unwrap_or_default();
+    vec![
+        NodeRow {
+            id: "use_wall_ms_median",
+            measure: format!("specreg use, fresh --root{files}, median of {} (ms)", n.runs),
+            value: median(&n.use_wall_ms),
+            target: NodeTarget::Below(100.0, "ms"),
+        },
+        NodeRow {
+            id: "use_wall_ms_max",
+            measure: "  max (ms)".into(),
+            value: max(&n.use_wall_ms),
+            target: NodeTarget::Below(100.0, "ms"),
+        },
+        NodeRow {
+            id: "use_printed_ms_median",
+            measure: "  as printed by use, median (ms)".into(),
+            value: median(&n.use_printed_ms),
+            target: NodeTarget::Below(100.0, "ms"),
+        },
+        NodeRow {
+            id: "undo_wall_ms_median",
+            measure: format!("specreg use --undo, median of {} (ms)", n.runs),
+            value: median(&n.undo_wall_ms),
+            target: NodeTarget::None,
+        },
+        NodeRow {
+            id: "undo_wall_ms_max",
+            measure: "  max (ms)".into(),
+            value: max(&n.undo_wall_ms),
+            target: NodeTarget::None,
+        },
+        NodeRow {
+            id: "blob_direct_mb_s",
+            measure: format!("pull {mib} MiB straight from buildset registry, best of {} (MB/s)", n.pulls),
+            value: n.direct_mb_s(),
+            target: NodeTarget::None,
+        },
+        NodeRow {
+            id: "blob_proxy_mb_s",
+            measure: format!("pull {mib} MiB through the node proxy, best of {} (MB/s)", n.pulls),
+            value: n.proxy_mb_s(),
+            target: NodeTarget::None,
+        },
+        NodeRow {
+            id: "blob_proxy_over_direct",
+            measure: "  proxy / direct time (x)".into(),
+            value: n.blob_ratio(),
+            target: NodeTarget::RatioAtMost(1.10),
+        },
+        NodeRow {
+            id: "manifest_direct_mean_ms",
+            measure: format!("manifest GET by tag x{}, 1 conn, direct, mean (ms)", n.manifest_gets),
+            value: n.direct_manifest_mean_ms,
+            target: NodeTarget::None,
+        },
+        NodeRow {
+            id: "manifest_proxy_mean_ms",
+            measure: format!("manifest GET by tag x{}, 1 conn, proxy, mean (ms)", n.manifest_gets),
+            value: n.proxy_manifest_mean_ms,
+            target: NodeTarget::None,
+        },
+        NodeRow {
+            id: "manifest_proxy_over_direct",
+            measure: "  proxy / direct time (x)".into(),
+            value: n.manifest_ratio(),
+            target: NodeTarget::RatioAtMost(1.10),
+        },
+    ]
+}
+
+pub fn node_table(rows: &[NodeRow]) -> String {
+    let header = ["measure", "specreg", "target", "verdict"];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in rows {
+        cells.push(vec![
+            r.measure.clone(),
+            num(Some(r.value)),
+            r.target.describe(),
+            verdict_text(r.target.verdict(r.value)).into(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (n, row) in cells.iter().enumerate() {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str(" | ");
+            }
+            let pad = widths[i] - cell.chars().count();
+            if i == 0 || i == 2 {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if n == 0 {
+            let sep: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            out.push_str(&sep.join("-|-"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub fn node_rows_json(rows: &[NodeRow]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "measure": r.measure.trim(),
+                    "specreg": r.value,
+                    "target": r.target.describe(),
+                    "pass": r.target.verdict(r.value),
+                })
+            })
+            .collect(),
+    )
+}

@@ -95,6 +95,16 @@ impl Server {
     /// `specreg serve --listen 127.0.0.1:0 --data DIR --insecure-http [--no-fsync]`; the
     /// address is read from the `listening on http://ADDR` line.
     pub fn start_specreg(kind: ServerKind, bin: &Path, dir: &Path) -> Result<Server> {
+        Server::spawn_specreg(kind, bin, dir, false)
+    }
+
+    /// `specreg serve --listen 127.0.0.1:0 --data DIR` as a buildset registry: TLS, the
+    /// generated user, connection info in `DIR/data/buildset_registry.json`.
+    pub fn start_specreg_tls(bin: &Path, dir: &Path) -> Result<Server> {
+        Server::spawn_specreg(ServerKind::SpecregFsync, bin, dir, true)
+    }
+
+    fn spawn_specreg(kind: ServerKind, bin: &Path, dir: &Path, tls: bool) -> Result<Server> {
         let data = dir.join("data");
         fs::create_dir_all(&data)?;
         let log_path = dir.join("server.log");
@@ -103,8 +113,10 @@ impl Server {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data")
-            .arg(&data)
-            .arg("--insecure-http");
+            .arg(&data);
+        if !tls {
+            cmd.arg("--insecure-http");
+        }
         if kind == ServerKind::SpecregNoFsync {
             cmd.arg("--no-fsync");
         }
@@ -120,8 +132,11 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(i) = line.find("listening on http://") {
-                    let addr = line[i + "listening on http://".len()..].trim().to_owned();
+                // `listening on http://ADDR` or `listening on https://ADDR as NAME; ...`
+                if let Some(i) = line.find("listening on ") {
+                    let rest = &line[i + "listening on ".len()..];
+                    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
+                    let addr = rest.split_whitespace().next().unwrap_or("").trim_end_matches(';').to_owned();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
                     }

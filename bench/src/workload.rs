@@ -32,10 +32,19 @@ pub enum Phase {
     Manifests,
     /// Manifest HEAD (built-in generator) and GET (wrk) by tag under keep-alive load.
     Load,
+    /// specreg only (issue #5): `specreg use` / `use --undo` wall time on a fresh --root,
+    /// and blob and manifest pulls through the mirror proxy against the same pulls
+    /// straight from a TLS buildset registry.
+    Node,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [Phase::Mono, Phase::Chunked, Phase::Pull, Phase::Small, Phase::Manifests, Phase::Load];
+    pub const ALL: [Phase; 7] =
+        [Phase::Mono, Phase::Chunked, Phase::Pull, Phase::Small, Phase::Manifests, Phase::Load, Phase::Node];
+    /// The phases run against every server (all but `node`).
+    pub fn per_server(self) -> bool {
+        self != Phase::Node
+    }
 }
 
 /// Everything that is the same for every server.

@@ -1,0 +1,484 @@
+//! The `node` phase (issue #5), specreg only: the wall time of `specreg use` and
+//! `specreg use --undo` on a fresh `--root`, and the cost of the mirror proxy that `use`
+//! starts: the same blob and manifest pulled straight from the buildset registry (TLS,
+//! Basic auth) and through the proxy (TLS with the node CA, no auth).
+//!
+//! distribution has no equivalent, so these figures are absolute, not ratios to it.
+
+use std::fs::{self, File};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::client::{self, Conn, FileBody, MANIFEST_ACCEPT, OCI_MANIFEST};
+use crate::servers::Server;
+
+/// The buildset repository the proxy maps `docker.io/library/specimen` to.
+const REPO: &str = "library/specimen";
+const TAG: &str = "1";
+
+pub struct NodeConfig {
+    pub specreg: PathBuf,
+    /// Scratch directory (server data, the node roots, the blob file).
+    pub dir: PathBuf,
+    /// `use` + `--undo` cycles.
+    pub runs: usize,
+    pub blob_size: u64,
+    /// Timed pulls of the blob per path; the fastest is kept.
+    pub pulls: usize,
+    /// Sequential manifest GETs per path on one keep-alive connection.
+    pub manifest_gets: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct NodeResult {
+    pub runs: usize,
+    /// `specreg use` wall time around the process, ms, one per run.
+    pub use_wall_ms: Vec<f64>,
+    /// The `(N ms)` figure `use` prints, one per run.
+    pub use_printed_ms: Vec<f64>,
+    pub undo_wall_ms: Vec<f64>,
+    pub files_written: Option<u64>,
+    pub blob_bytes: u64,
+    pub pulls: usize,
+    /// Best pull time, seconds.
+    pub direct_blob_s: f64,
+    pub proxy_blob_s: f64,
+    pub manifest_gets: usize,
+    pub direct_manifest_mean_ms: f64,
+    pub proxy_manifest_mean_ms: f64,
+    pub direct_manifest_p50_ms: f64,
+    pub proxy_manifest_p50_ms: f64,
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+pub fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::max)
+}
+
+impl NodeResult {
+    pub fn direct_mb_s(&self) -> f64 {
+        self.blob_bytes as f64 / self.direct_blob_s / 1e6
+    }
+    pub fn proxy_mb_s(&self) -> f64 {
+        self.blob_bytes as f64 / self.proxy_blob_s / 1e6
+    }
+    pub fn blob_ratio(&self) -> f64 {
+        self.proxy_blob_s / self.direct_blob_s
+    }
+    pub fn manifest_ratio(&self) -> f64 {
+        self.proxy_manifest_mean_ms / self.direct_manifest_mean_ms
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "use_runs": self.runs,
+            "use_wall_ms": self.use_wall_ms,
+            "use_wall_ms_median": median(&self.use_wall_ms),
+            "use_wall_ms_max": max(&self.use_wall_ms),
+            "use_printed_ms": self.use_printed_ms,
+            "use_printed_ms_median": median(&self.use_printed_ms),
+            "undo_wall_ms": self.undo_wall_ms,
+            "undo_wall_ms_median": median(&self.undo_wall_ms),
+            "undo_wall_ms_max": max(&self.undo_wall_ms),
+            "files_written": self.files_written,
+            "blob_bytes": self.blob_bytes,
+            "blob_pulls_per_path": self.pulls,
+            "direct_blob_seconds": self.direct_blob_s,
+            "proxy_blob_seconds": self.proxy_blob_s,
+            "direct_blob_mb_per_s": self.direct_mb_s(),
+            "proxy_blob_mb_per_s": self.proxy_mb_s(),
+            "blob_proxy_over_direct": self.blob_ratio(),
+            "manifest_gets_per_path": self.manifest_gets,
+            "direct_manifest_mean_ms": self.direct_manifest_mean_ms,
+            "proxy_manifest_mean_ms": self.proxy_manifest_mean_ms,
+            "direct_manifest_p50_ms": self.direct_manifest_p50_ms,
+            "proxy_manifest_p50_ms": self.proxy_manifest_p50_ms,
+            "manifest_proxy_over_direct": self.manifest_ratio(),
+        })
+    }
+}
+
+/// The fields of `buildset_registry.json` the bench needs.
+struct Info {
+    addr: SocketAddr,
+    auth: String,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+fn load_info(path: &Path) -> Result<Info> {
+    let v: Value = serde_json::from_slice(&fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let field = |k: &str| {
+        v.get(k)
+            .ok_or_else(|| anyhow!("{}: no {k}", path.display()))
+            .cloned()
+    };
+    let host = field("host")?.as_str().unwrap_or_default().to_owned();
+    let port = field("port")?.as_u64().ok_or_else(|| anyhow!("port is not a number"))? as u16;
+    let user = field("username")?.as_str().unwrap_or_default().to_owned();
+    let password = field("password")?.as_str().unwrap_or_default().to_owned();
+    let cert = field("cert")?.as_str().unwrap_or_default().to_owned();
+    let ip: std::net::IpAddr = host
+        .trim_matches(['[', ']'])
+        .parse()
+        .with_context(|| format!("{}: host {host:?} is not an IP address", path.display()))?;
+    Ok(Info {
+        addr: SocketAddr::new(ip, port),
+        auth: client::basic_auth(&user, &password),
+        tls: client::tls_config(cert.as_bytes()).context("the buildset registry's cert")?,
+    })
+}
+
+/// Waits until `GET /v2/` over TLS answers 200.
+async fn wait_ready_tls(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, auth: Option<&str>, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut last;
+    loop {
+        let attempt = async {
+            let mut c = Conn::connect_tls(addr, tls, auth.map(str::to_owned)).await?;
+            let resp = c.request(Method::GET, "/v2/", &[], client::empty()).await?;
+            let status = resp.status();
+            client::drain(resp).await?;
+            anyhow::Ok(status)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(StatusCode::OK)) => return Ok(()),
+            Ok(Ok(s)) => last = format!("status {s}"),
+            Ok(Err(e)) => last = format!("{e:#}"),
+            Err(_) => last = "timeout".into(),
+        }
+        if Instant::now() > deadline {
+            bail!("{addr} did not answer GET /v2/ with 200 within {limit:?} (last: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a command to completion with stdout/stderr in files (`use` starts a detached proxy:
+/// a pipe could stay open after `use` exits); returns the wall time and the output.
+fn run_timed(cmd: &mut Command, out_dir: &Path, name: &str) -> Result<(f64, String)> {
+    let out_path = out_dir.join(format!("{name}.out"));
+    let err_path = out_dir.join(format!("{name}.err"));
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out_path)?)
+        .stderr(File::create(&err_path)?);
+    let started = Instant::now();
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let out = fs::read_to_string(&out_path).unwrap_or_default();
+    let err = fs::read_to_string(&err_path).unwrap_or_default();
+    if !status.success() {
+        bail!("{cmd:?} failed ({status}):\n{out}{err}");
+    }
+    Ok((ms, out))
+}
+
+/// `... (N ms)` and `N files written` from the line `use` prints.
+fn parse_use_line(out: &str) -> Result<(f64, Option<u64>)> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("specreg use:") && l.contains("mirror proxy on"))
+        .ok_or_else(|| anyhow!("`specreg use` printed no summary line: {out:?}"))?;
+    let ms = line
+        .rsplit_once('(')
+        .and_then(|(_, r)| r.strip_suffix(')'))
+        .and_then(|r| r.trim().strip_suffix("ms"))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("no `(N ms)` in {line:?}"))?;
+    let written = line
+        .split_once("; ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    Ok((ms, written))
+}
+
+/// A fresh node root: `etc/docker/daemon.json` holding `{"mtu":1400}` and `home/`.
+fn fresh_root(dir: &Path) -> Result<PathBuf> {
+    let root = std::path::absolute(dir)?;
+    fs::create_dir_all(root.join("etc/docker"))?;
+    fs::create_dir_all(root.join("home"))?;
+    fs::write(root.join("etc/docker/daemon.json"), "{\"mtu\":1400}\n")?;
+    Ok(root)
+}
+
+/// Makes sure the proxy a failed run may have left behind is stopped: `--undo`, then, if
+/// its pid file remains, SIGTERM to that pid.
+fn cleanup_root(specreg: &Path, root: &Path) {
+    let _ = Command::new(specreg)
+        .arg("use")
+        .arg("--undo")
+        .arg("--root")
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let pidfile = root.join("var/lib/specreg/use/proxy.pid");
+    if let Some(pid) = fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+        if pid > 1 {
+            // SAFETY: signalling the proxy this run started, by the pid it recorded.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+async fn pull_blob(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, auth: Option<&str>, digest: &str, size: u64, hash: bool) -> Result<f64> {
+    let started = Instant::now();
+    let mut c = Conn::connect_tls(addr, tls, auth.map(str::to_owned)).await?;
+    let resp = client::get_blob(&mut c, REPO, digest).await?;
+    let n = if hash {
+        let (n, got) = client::drain_hashed(resp).await?;
+        if got != digest {
+            bail!("blob from {addr} has digest {got}, expected {digest}");
+        }
+        n
+    } else {
+        client::drain(resp).await?
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if n != size {
+        bail!("blob from {addr}: {n} bytes, expected {size}");
+    }
+    Ok(secs)
+}
+
+/// `count` sequential manifest GETs by tag on one keep-alive connection; the latencies in ms.
+async fn manifest_gets(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, auth: Option<&str>, count: usize, want: &Bytes) -> Result<Vec<f64>> {
+    let mut c = Conn::connect_tls(addr, tls, auth.map(str::to_owned)).await?;
+    let path = format!("/v2/{REPO}/manifests/{TAG}");
+    // Warm-up: the first requests set up the proxy's pooled connection upstream.
+    for _ in 0..20 {
+        let got = client::get_manifest(&mut c, REPO, TAG).await?;
+        if &got != want {
+            bail!("manifest from {addr} differs from the one pushed");
+        }
+    }
+    let mut lat = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        let resp = c
+            .request(Method::GET, &path, &[(header::ACCEPT, MANIFEST_ACCEPT)], client::empty())
+            .await?;
+        if resp.status() != StatusCode::OK {
+            bail!("manifest GET via {addr}: {}", resp.status());
+        }
+        client::drain(resp).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(lat)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+pub async fn run(cfg: &NodeConfig) -> Result<NodeResult> {
+    let mut r = NodeResult {
+        runs: cfg.runs,
+        blob_bytes: cfg.blob_size,
+        pulls: cfg.pulls,
+        manifest_gets: cfg.manifest_gets,
+        ..NodeResult::default()
+    };
+    let server_dir = cfg.dir.join("buildset");
+    fs::create_dir_all(&server_dir)?;
+    let mut server = Server::start_specreg_tls(&cfg.specreg, &server_dir)?;
+    let result = run_with(cfg, &mut server, &server_dir, &mut r).await;
+    let log = server.log_tail();
+    server.stop();
+    result.with_context(|| format!("node phase; buildset registry log (tail):\n{log}"))?;
+    Ok(r)
+}
+
+async fn run_with(cfg: &NodeConfig, server: &mut Server, server_dir: &Path, r: &mut NodeResult) -> Result<()> {
+    let info_path = std::path::absolute(server_dir.join("data/buildset_registry.json"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !info_path.is_file() {
+        server.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("no {} after 10 s", info_path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let info = load_info(&info_path)?;
+    if info.addr != server.addr {
+        eprintln!("  [node] note: connection info names {}, serve printed {}", info.addr, server.addr);
+    }
+    wait_ready_tls(info.addr, &info.tls, Some(&info.auth), Duration::from_secs(30)).await?;
+    eprintln!("  [node] buildset registry (TLS, auth) on {} (pid {})", info.addr, server.pid);
+
+    // The image: a blob of `blob_size` random bytes, a config, a manifest tagged 1.
+    let blob_path = cfg.dir.join("node-blob.bin");
+    let size = cfg.blob_size;
+    let hash = tokio::task::spawn_blocking({
+        let p = blob_path.clone();
+        move || crate::generate_blob(&p, size)
+    })
+    .await??;
+    let digest = format!("sha256:{:x}", sha2::Digest::finalize(hash));
+    let file = Arc::new(File::open(&blob_path)?);
+    let mut c = Conn::connect_tls(info.addr, &info.tls, Some(info.auth.clone())).await?;
+    client::push_monolithic(&mut c, REPO, FileBody::new(file, 0, size, Bytes::new()).boxed(), &digest).await?;
+    let config = Bytes::from_static(
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#,
+    );
+    let config_digest = client::sha256_digest(&config);
+    client::push_small(&mut c, REPO, config.clone(), &config_digest).await?;
+    let manifest = Bytes::from(serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest, "size": size}],
+    }))?);
+    client::put_manifest(&mut c, REPO, TAG, manifest.clone()).await?;
+    drop(c);
+    let _ = fs::remove_file(&blob_path);
+    eprintln!("  [node] pushed {REPO}:{TAG} with a {} MiB layer", size >> 20);
+
+    let runs = cfg.runs.max(1);
+    for i in 0..runs {
+        let root = fresh_root(&cfg.dir.join(format!("root{i}")))?;
+        let outcome = use_cycle(cfg, &info_path, &root, &info, &digest, &manifest, i + 1 == runs, r).await;
+        if outcome.is_err() {
+            cleanup_root(&cfg.specreg, &root);
+        }
+        outcome?;
+    }
+    Ok(())
+}
+
+/// One `use`, the proxy measures when `measure`, one `--undo`.
+#[allow(clippy::too_many_arguments)]
+async fn use_cycle(
+    cfg: &NodeConfig,
+    info_path: &Path,
+    root: &Path,
+    info: &Info,
+    digest: &str,
+    manifest: &Bytes,
+    measure: bool,
+    r: &mut NodeResult,
+) -> Result<()> {
+    let outs = root.parent().unwrap_or(root).to_owned();
+    let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("root").to_owned();
+    let mut cmd = Command::new(&cfg.specreg);
+    cmd.arg("use")
+        .arg("--info")
+        .arg(info_path)
+        .arg("--root")
+        .arg(root)
+        .arg("--job-user-home")
+        .arg("/home");
+    let (wall, out) = {
+        let outs = outs.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || run_timed(&mut cmd, &outs, &format!("{name}-use"))).await??
+    };
+    let (printed, written) = parse_use_line(&out)?;
+    let daemon = fs::read_to_string(root.join("etc/docker/daemon.json"))?;
+    if !daemon.contains("1400") || !daemon.contains("registry-mirrors") {
+        bail!("daemon.json after `use` lacks mtu or registry-mirrors: {daemon}");
+    }
+    r.use_wall_ms.push(wall);
+    r.use_printed_ms.push(printed);
+    r.files_written = written.or(r.files_written);
+    eprintln!("  [node] use: {wall:.1} ms wall, printed {printed:.0} ms");
+
+    if measure {
+        measure_proxy(cfg, root, info, digest, manifest, r).await?;
+    }
+
+    let mut cmd = Command::new(&cfg.specreg);
+    cmd.arg("use").arg("--undo").arg("--root").arg(root);
+    let (undo_wall, _) =
+        tokio::task::spawn_blocking(move || run_timed(&mut cmd, &outs, &format!("{name}-undo"))).await??;
+    let daemon = fs::read_to_string(root.join("etc/docker/daemon.json"))?;
+    if daemon != "{\"mtu\":1400}\n" {
+        bail!("daemon.json after `use --undo` is not the original: {daemon:?}");
+    }
+    r.undo_wall_ms.push(undo_wall);
+    eprintln!("  [node] use --undo: {undo_wall:.1} ms wall");
+    Ok(())
+}
+
+async fn measure_proxy(cfg: &NodeConfig, root: &Path, info: &Info, digest: &str, manifest: &Bytes, r: &mut NodeResult) -> Result<()> {
+    let state = root.join("var/lib/specreg/use");
+    let addr_text = fs::read_to_string(state.join("proxy.addr"))?;
+    let proxy: SocketAddr = addr_text
+        .trim()
+        .parse()
+        .with_context(|| format!("proxy.addr holds {addr_text:?}"))?;
+    let node_ca = fs::read(state.join("tls/ca.crt"))?;
+    let node_tls = client::tls_config(&node_ca).context("the node CA")?;
+    wait_ready_tls(proxy, &node_tls, None, Duration::from_secs(10)).await?;
+    let size = cfg.blob_size;
+    let limit = Duration::from_secs(30 + size / 20_000_000);
+    let direct_auth = Some(info.auth.as_str());
+
+    // Untimed: both paths give the exact bytes (and the page cache holds the blob).
+    let check = async {
+        pull_blob(info.addr, &info.tls, direct_auth, digest, size, true).await?;
+        pull_blob(proxy, &node_tls, None, digest, size, true).await
+    };
+    tokio::time::timeout(limit * 2, check)
+        .await
+        .map_err(|_| anyhow!("verifying pulls: no answer within {:?}", limit * 2))??;
+
+    // Alternating, so drift on the machine hits both alike; the fastest of each is kept.
+    r.direct_blob_s = f64::INFINITY;
+    r.proxy_blob_s = f64::INFINITY;
+    for _ in 0..cfg.pulls.max(1) {
+        let d = tokio::time::timeout(limit, pull_blob(info.addr, &info.tls, direct_auth, digest, size, false))
+            .await
+            .map_err(|_| anyhow!("direct pull: no answer within {limit:?}"))??;
+        let p = tokio::time::timeout(limit, pull_blob(proxy, &node_tls, None, digest, size, false))
+            .await
+            .map_err(|_| anyhow!("proxy pull: no answer within {limit:?}"))??;
+        r.direct_blob_s = r.direct_blob_s.min(d);
+        r.proxy_blob_s = r.proxy_blob_s.min(p);
+    }
+    eprintln!(
+        "  [node] blob pull: direct {:.0} MB/s, through the proxy {:.0} MB/s ({:.2}x the time)",
+        r.direct_mb_s(),
+        r.proxy_mb_s(),
+        r.blob_ratio()
+    );
+
+    let n = cfg.manifest_gets.max(1);
+    let d = manifest_gets(info.addr, &info.tls, direct_auth, n, manifest).await?;
+    let p = manifest_gets(proxy, &node_tls, None, n, manifest).await?;
+    r.direct_manifest_mean_ms = mean(&d);
+    r.proxy_manifest_mean_ms = mean(&p);
+    r.direct_manifest_p50_ms = median(&d);
+    r.proxy_manifest_p50_ms = median(&p);
+    eprintln!(
+        "  [node] manifest GET x{n}: direct {:.3} ms, through the proxy {:.3} ms mean",
+        r.direct_manifest_mean_ms, r.proxy_manifest_mean_ms
+    );
+    Ok(())
+}
