@@ -442,21 +442,32 @@ impl Registry {
         }
 
         // Content first, then the record, then the tags: a reader that finds a tag always
-        // finds its manifest.
+        // finds its manifest. Content, link and record are idempotent per digest, so they
+        // are written before taking the repository's lock; only the in-memory record and
+        // the tags move under it.
         self.storage.put_small_blob(&digest, body.clone()).await?;
         self.cache_manifest(&digest, &body);
-        let _writer = state.write.lock().await;
         self.storage.touch_meta(&blob_link_key(repo, &digest)).await?;
+        let record_json = serde_json::to_vec(&record).expect("record serialises");
+        let known = |state: &RepoState| {
+            state
+                .manifests
+                .read()
+                .expect("manifests lock")
+                .get(&digest)
+                .is_some_and(|r| r.media_type == record.media_type)
+        };
         // Re-pushing a known manifest (a new tag on the same image) rewrites nothing.
-        let known = state
-            .manifests
-            .read()
-            .expect("manifests lock")
-            .get(&digest)
-            .is_some_and(|r| r.media_type == record.media_type);
-        if !known {
-            let record_json = serde_json::to_vec(&record).expect("record serialises");
+        let wrote_record = !known(&state);
+        if wrote_record {
             self.storage.put_meta(&manifest_key(repo, &digest), &record_json).await?;
+        }
+        let _writer = state.write.lock().await;
+        if !known(&state) {
+            // Deleted meanwhile, after we found it known: write the record again.
+            if !wrote_record {
+                self.storage.put_meta(&manifest_key(repo, &digest), &record_json).await?;
+            }
             state
                 .manifests
                 .write()
