@@ -51,6 +51,8 @@ pub struct NodeResult {
     /// Best pull time, seconds.
     pub direct_blob_s: f64,
     pub proxy_blob_s: f64,
+    /// The proxy's CPU (utime+stime) per GiB relayed, over the timed proxy pulls.
+    pub proxy_cpu_s_per_gib: Option<f64>,
     pub manifest_gets: usize,
     pub direct_manifest_mean_ms: f64,
     pub proxy_manifest_mean_ms: f64,
@@ -109,6 +111,7 @@ impl NodeResult {
             "direct_blob_mb_per_s": self.direct_mb_s(),
             "proxy_blob_mb_per_s": self.proxy_mb_s(),
             "blob_proxy_over_direct": self.blob_ratio(),
+            "proxy_cpu_s_per_gib": self.proxy_cpu_s_per_gib,
             "manifest_gets_per_path": self.manifest_gets,
             "direct_manifest_mean_ms": self.direct_manifest_mean_ms,
             "proxy_manifest_mean_ms": self.proxy_manifest_mean_ms,
@@ -452,16 +455,28 @@ async fn measure_proxy(cfg: &NodeConfig, root: &Path, info: &Info, digest: &str,
     // Alternating, so drift on the machine hits both alike; the fastest of each is kept.
     r.direct_blob_s = f64::INFINITY;
     r.proxy_blob_s = f64::INFINITY;
+    let proxy_pid = fs::read_to_string(state.join("proxy.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let proxy_cpu = || proxy_pid.and_then(|pid| crate::servers::cpu_seconds(pid).ok());
+    let mut cpu_total = Some(0.0);
     for _ in 0..cfg.pulls.max(1) {
         let d = tokio::time::timeout(limit, pull_blob(info.addr, &info.tls, direct_auth, digest, size, false))
             .await
             .map_err(|_| anyhow!("direct pull: no answer within {limit:?}"))??;
+        let cpu_before = proxy_cpu();
         let p = tokio::time::timeout(limit, pull_blob(proxy, &node_tls, None, digest, size, false))
             .await
             .map_err(|_| anyhow!("proxy pull: no answer within {limit:?}"))??;
+        cpu_total = match (cpu_total, cpu_before, proxy_cpu()) {
+            (Some(t), Some(a), Some(b)) => Some(t + b - a),
+            _ => None,
+        };
         r.direct_blob_s = r.direct_blob_s.min(d);
         r.proxy_blob_s = r.proxy_blob_s.min(p);
     }
+    r.proxy_cpu_s_per_gib =
+        cpu_total.map(|c| c * crate::workload::GIB / (size as f64 * cfg.pulls.max(1) as f64));
     eprintln!(
         "  [node] blob pull: direct {:.0} MB/s, through the proxy {:.0} MB/s ({:.2}x the time)",
         r.direct_mb_s(),

@@ -372,6 +372,12 @@ pub fn node_rows(n: &crate::node::NodeResult) -> Vec<NodeRow> {
             target: NodeTarget::RatioAtMost(1.10),
         },
         NodeRow {
+            id: "proxy_cpu_s_per_gib",
+            measure: "  proxy CPU during its pulls (s/GiB)".into(),
+            value: n.proxy_cpu_s_per_gib.unwrap_or(f64::NAN),
+            target: NodeTarget::None,
+        },
+        NodeRow {
             id: "manifest_direct_mean_ms",
             measure: format!("manifest GET by tag x{}, 1 conn, direct, mean (ms)", n.manifest_gets),
             value: n.direct_manifest_mean_ms,
@@ -395,7 +401,7 @@ pub fn node_rows(n: &crate::node::NodeResult) -> Vec<NodeRow> {
 pub fn node_table(rows: &[NodeRow]) -> String {
     let header = ["measure", "specreg", "target", "verdict"];
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for r in rows {
+    for r in rows.iter().filter(|r| !r.value.is_nan()) {
         cells.push(vec![
             r.measure.clone(),
             num(Some(r.value)),
