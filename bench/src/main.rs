@@ -385,8 +385,9 @@ async fn run(args: Args) -> Result<()> {
         first3(&loadavg_end)
     ));
     out.push_str(&format!(
-        "servers: {distribution_version}; specreg {}; load by {wrk_version}\n",
-        specreg_bin.display()
+        "servers: {distribution_version}; specreg {}{}\n",
+        specreg_bin.display(),
+        if wrk_version.is_empty() { String::new() } else { format!("; load by {wrk_version}") }
     ));
     if let Some((rows, reference, _)) = &server_part {
         out.push_str(&format!(
