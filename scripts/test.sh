@@ -14,6 +14,17 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 
+# The benchmark's quick mode, so it never rots (it asserts no timing: it fails only when
+# something in it breaks). Its table goes to the log.
+bench_status=0
+echo
+echo "==== bench/run.sh --quick ===="
+bench/run.sh --quick || bench_status=$?
+if [ "$bench_status" -ne 0 ]; then
+  echo "bench/run.sh --quick failed with status $bench_status"
+  [ "$status" -ne 0 ] || status=$bench_status
+fi
+
 echo
 echo "==== summary ===="
 grep -E '^(     Running|   Doc-tests|test result:)' "$log" || true
