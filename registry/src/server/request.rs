@@ -16,6 +16,9 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::reference::RepoName;
 use crate::storage::ByteStream;
 
+/// Bytes read and dropped past a body's cap before answering 413.
+const DRAIN_LIMIT: usize = 16 << 20;
+
 pub enum CtxError {
     NotFound,
     Invalid(RegistryError),
@@ -145,21 +148,29 @@ impl Ctx {
             RegistryError::new(ErrorCode::SizeInvalid, format!("body larger than {max} bytes"))
                 .with_status(http::StatusCode::PAYLOAD_TOO_LARGE)
         };
-        if self.content_length().is_some_and(|n| n > max as u64) {
-            return Err(too_large());
-        }
+        let declared_too_large = self.content_length().is_some_and(|n| n > max as u64);
         let Some(mut body) = self.body.take() else { return Ok(Bytes::new()) };
         let mut buf = BytesMut::new();
+        let mut seen = 0usize;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
                 RegistryError::new(ErrorCode::BlobUploadInvalid, format!("reading request body: {e}"))
             })?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > max {
+            let Ok(data) = frame.into_data() else { continue };
+            seen += data.len();
+            // Over the cap: keep reading (and dropping) a while, so the client, still
+            // sending, gets to read the 413 instead of a reset connection.
+            if declared_too_large || seen > max {
+                if seen > max + DRAIN_LIMIT {
                     return Err(too_large());
                 }
-                buf.extend_from_slice(&data);
+                buf.clear();
+                continue;
             }
+            buf.extend_from_slice(&data);
+        }
+        if declared_too_large || seen > max {
+            return Err(too_large());
         }
         Ok(buf.freeze())
     }
