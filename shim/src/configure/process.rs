@@ -15,7 +15,7 @@ pub const DOCKERD_PIDFILES: [&str; 2] = ["/var/run/docker.pid", "/run/docker.pid
 pub const CRIO_PIDFILES: [&str; 2] = ["/var/run/crio/crio.pid", "/run/crio/crio.pid"];
 
 /// The running dockerd: from its pid file when that names a live `dockerd`, else the first
-/// `dockerd` in `/proc`.
+/// `dockerd` in `/proc` that shares our mount namespace.
 pub fn dockerd_pid(root: &Path) -> Option<i32> {
     daemon_pid(root, &DOCKERD_PIDFILES, "dockerd")
 }
@@ -36,7 +36,23 @@ fn daemon_pid(root: &Path, pidfiles: &[&str], comm: &str) -> Option<i32> {
             }
         }
     }
-    pids_by_name(root, comm).into_iter().next()
+    // No pid file: a daemon found by name must see the files we wrote, i.e. share our
+    // mount namespace (another namespace's dockerd, a test's or a container's, is not ours).
+    pids_by_name(root, comm)
+        .into_iter()
+        .find(|&pid| same_mount_namespace(root, pid))
+}
+
+/// Whether `pid` shares this process's mount namespace; true when either link is
+/// unreadable (a scratch root without a real `/proc`), since nothing then says otherwise.
+fn same_mount_namespace(root: &Path, pid: i32) -> bool {
+    let proc_dir = under_root(root, Path::new("/proc"));
+    let ours = fs::read_link(proc_dir.join("self/ns/mnt"));
+    let theirs = fs::read_link(proc_dir.join(pid.to_string()).join("ns/mnt"));
+    match (ours, theirs) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => true,
+    }
 }
 
 /// `/proc/<pid>/comm`, trimmed.
