@@ -689,83 +689,13 @@ impl Registry {
         (status, reg)
     }
 
+    /// Plain HTTP without users: the registry-agnostic tests' setup.
     fn spawn_specreg(dir: TempTree) -> Registry {
-        let data = dir.join("data");
-        let log = dir.join("specreg.log");
-        let bin = env!("CARGO_BIN_EXE_specreg");
-        let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&data)
-            .args(["--insecure-http", "--no-fsync"])
-            .env("SPECREG_LOG", std::env::var("SPECREG_LOG").unwrap_or_else(|_| "info".into()))
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
-            .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stdout_log = dir.join("specreg.stdout");
-        std::thread::spawn(move || {
-            let mut f = fs::OpenOptions::new().create(true).append(true).open(stdout_log).ok();
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(f) = f.as_mut() {
-                    let _ = writeln!(f, "{line}");
-                }
-                if !sent {
-                    if let Some(i) = line.find("listening on http://") {
-                        let a: String = line[i + "listening on http://".len()..]
-                            .chars()
-                            .take_while(|c| !c.is_whitespace() && *c != '/')
-                            .collect();
-                        let _ = tx.send(a);
-                        sent = true;
-                    }
-                }
-            }
-        });
-        let mut daemon = Daemon::from_child("specreg", child, log);
-        let start = Instant::now();
-        let addr = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(a) => break a,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    daemon.assert_running();
-                    if start.elapsed() > Duration::from_secs(60) {
-                        panic!(
-                            "specreg printed no `listening on http://` line within 60s\n{}",
-                            daemon.log_tail(100)
-                        );
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(Duration::from_millis(200));
-                    daemon.assert_running();
-                    panic!("specreg closed stdout without a `listening on http://` line");
-                }
-            }
+        let launch = Launch {
+            args: vec!["--insecure-http".to_owned(), "--no-fsync".to_owned()],
+            env: Vec::new(),
         };
-        assert!(
-            addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
-            "specreg announced `{addr}`, expected the real loopback port"
-        );
-        let reg = Registry {
-            daemon,
-            addr,
-            kind: "specreg",
-            data,
-            launch: None,
-            announce: String::new(),
-            info: None,
-            ca_pem: None,
-            creds: None,
-            _dir: dir,
-        };
+        let reg = Registry::spawn_specreg_launch(dir, launch);
         reg.wait_ready();
         reg
     }
