@@ -1,10 +1,14 @@
 //! `specreg`: the command line. Argument parsing and wiring only; the work happens in the
 //! `specreg-registry`, `specreg-certs` and `specreg-shim` crates.
 
+mod access;
+mod copy_cmd;
 mod info;
+mod progress;
 mod proxy_cmd;
 mod serve;
 mod use_cmd;
+mod zuul_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +27,14 @@ enum Command {
     Use(use_cmd::UseArgs),
     /// Run the node-local mirror proxy in the foreground.
     Proxy(proxy_cmd::ProxyArgs),
+    /// Copy an image or a whole index between registries and OCI layouts, byte for byte.
+    Copy(copy_cmd::CopyArgs),
+    /// Copy the container images of `zuul.artifacts` from the intermediate registry into
+    /// the buildset registry (the nearest change ahead wins).
+    PullAhead(zuul_cmd::PullAheadArgs),
+    /// Copy images built in this buildset to the intermediate registry as
+    /// <repo>:<build>_<tag> and print the Zuul artifacts document.
+    PushIntermediate(zuul_cmd::PushIntermediateArgs),
     /// The docker credential helper protocol (also as `docker-credential-specreg`).
     CredentialHelper {
         /// get, store, erase, list or version.
@@ -50,6 +62,9 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Use(args) => use_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(args),
+        Command::Copy(args) => copy_cmd::run(args),
+        Command::PullAhead(args) => zuul_cmd::pull_ahead(args),
+        Command::PushIntermediate(args) => zuul_cmd::push_intermediate(args),
         Command::CredentialHelper { action } => {
             let args = vec!["docker-credential-specreg".to_owned(), action];
             return exit_code(specreg_shim::credential_helper::main_with_args(&args));
@@ -76,4 +91,13 @@ pub(crate) async fn shutdown_signal() {
 
 fn exit_code(code: i32) -> std::process::ExitCode {
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
