@@ -36,14 +36,17 @@ pub enum Phase {
     /// and blob and manifest pulls through the mirror proxy against the same pulls
     /// straight from a TLS buildset registry.
     Node,
+    /// specreg only against skopeo (issue #7): `specreg copy` and `skopeo copy` of the same
+    /// 10-layer image between two local registries, and a re-copy that must move nothing.
+    Copy,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] =
-        [Phase::Mono, Phase::Chunked, Phase::Pull, Phase::Small, Phase::Manifests, Phase::Load, Phase::Node];
-    /// The phases run against every server (all but `node`).
+    pub const ALL: [Phase; 8] =
+        [Phase::Mono, Phase::Chunked, Phase::Pull, Phase::Small, Phase::Manifests, Phase::Load, Phase::Node, Phase::Copy];
+    /// The phases run against every server (all but `node` and `copy`).
     pub fn per_server(self) -> bool {
-        self != Phase::Node
+        !matches!(self, Phase::Node | Phase::Copy)
     }
 }
 
