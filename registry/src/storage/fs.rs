@@ -219,21 +219,29 @@ impl Storage for FsStorage {
     async fn read_blob(&self, digest: &Digest, range: ByteRange) -> Result<ByteStream> {
         let path = self.blob_path(digest);
         let d = digest.clone();
-        let file = blocking(move || match File::open(&path) {
-            Ok(f) => Ok(Arc::new(f)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::BlobNotFound(d)),
-            Err(e) => Err(StorageError::io("opening blob", e)),
+        let end = range.start + range.len;
+        let file = blocking(move || {
+            let f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::BlobNotFound(d)),
+                Err(e) => return Err(StorageError::io("opening blob", e)),
+            };
+            // Mapping past the end would fault: a short file is refused up front.
+            let len = f.metadata().map_err(|e| StorageError::io("opening blob", e))?.len();
+            if len < end {
+                return Err(StorageError::Corrupt(format!("blob {d} holds {len} bytes, fewer than the {end} asked for")));
+            }
+            Ok(f)
         })
         .await??;
-        // One blocking reader per response keeps a few chunks ahead of the socket: no
-        // task spawn per chunk, one pread each.
+        // One blocking reader per response keeps a few windows ahead of the socket: no
+        // task spawn per chunk, one mmap each (a pread where mapping fails).
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
         spawn_blocking(move || {
             let mut pos = range.start;
-            let end = range.start + range.len;
             while pos < end {
                 let want = ((end - pos) as usize).min(READ_CHUNK);
-                let read = read_exact_at(&file, want, pos);
+                let read = super::mapped::map_window(&file, pos, want).or_else(|_| read_exact_at(&file, want, pos));
                 let failed = read.is_err();
                 if let Ok(b) = &read {
                     pos += b.len() as u64;

@@ -5,6 +5,7 @@
 //! implement it without the handlers changing. The filesystem backend is [`fs::FsStorage`].
 
 pub mod fs;
+mod mapped;
 
 use std::io;
 
