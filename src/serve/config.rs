@@ -29,6 +29,10 @@ pub struct FileConfig {
     pub cert_validity_days: Option<u32>,
     pub token_lifetime_secs: Option<u64>,
     pub service: Option<String>,
+    /// Humane durations (`7d`, `24h`), as the flags of the same names.
+    pub expire: Option<String>,
+    pub prune_interval: Option<String>,
+    pub grace: Option<String>,
     #[serde(default)]
     pub users: Vec<FileUser>,
 }

@@ -1,0 +1,321 @@
+//! Expiry and garbage collection: drop tags older than the expiry, then everything no kept
+//! tag reaches (manifests, repository links, blobs), then idle upload sessions.
+//!
+//! Mark and sweep, per repository for manifests and links and across the registry for
+//! blob content. Whatever was written, linked, or touched by a request within the grace
+//! window is a root, so content an ongoing push just uploaded (before its manifest
+//! arrives) survives. The sweep re-checks every candidate under the exclusive side of
+//! [`activity::Activity`]'s lock, so a concurrent push either sees content gone and sends
+//! it again, or the sweep sees the push and keeps the content. Memory (tags, manifest
+//! records, cached manifest bytes) is updated with storage, so a running server never
+//! serves what was deleted.
+
+pub(crate) mod activity;
+mod report;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+pub use report::{PruneReport, PrunedBlob, PrunedManifest, PrunedTag, PrunedUpload};
+
+use crate::error::{ErrorCode, RegistryError};
+use crate::manifest;
+use crate::reference::{Algorithm, Digest, RepoName};
+use crate::registry::{
+    blob_link_key, blob_links_prefix, manifest_key, tag_key, ManifestRecord, Registry, RepoState, TagEntry,
+};
+
+type Result<T> = std::result::Result<T, RegistryError>;
+
+/// What one collection does.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Tags last pushed longer ago than this are deleted; `None` keeps every tag.
+    pub expire: Option<Duration>,
+    /// Nothing written, linked or touched more recently than this is deleted.
+    pub grace: Duration,
+    /// Report what would be freed; delete nothing.
+    pub dry_run: bool,
+    /// The clock the ages are measured against (injectable for tests).
+    pub now: SystemTime,
+}
+
+impl PruneOptions {
+    pub fn new(expire: Option<Duration>, grace: Duration) -> Self {
+        PruneOptions {
+            expire,
+            grace,
+            dry_run: false,
+            now: SystemTime::now(),
+        }
+    }
+}
+
+/// The default grace window: longer than any push takes between its first blob and its
+/// manifest.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// What a repository keeps and drops, decided before anything is deleted.
+struct RepoPlan {
+    expired_tags: Vec<(String, TagEntry)>,
+    dead_manifests: Vec<Digest>,
+    dead_links: Vec<Digest>,
+}
+
+/// Runs one collection over every repository of `registry`.
+pub async fn prune(registry: &Registry, opts: &PruneOptions) -> Result<PruneReport> {
+    let _one_at_a_time = registry.pruning.lock().await;
+    let grace_start = opts.now.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let expire_before = opts.expire.map(|e| opts.now.checked_sub(e).unwrap_or(SystemTime::UNIX_EPOCH));
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..PruneReport::default()
+    };
+    let c = Collector {
+        registry,
+        grace_start,
+        expire_before,
+        dry_run: opts.dry_run,
+    };
+
+    // Every digest a kept manifest or a kept link of any repository needs.
+    let mut keep: HashSet<Digest> = HashSet::new();
+    for name in registry.catalog().await? {
+        let Ok(repo) = RepoName::parse(&name) else {
+            tracing::warn!(repository = %name, "skipping a catalog entry that is no repository name");
+            continue;
+        };
+        let state = registry.repo_mut(&repo).await?;
+        let plan = c.plan_repo(&repo, &state, &mut keep, &mut report).await?;
+        c.apply_repo(&repo, &state, plan, &mut report).await?;
+    }
+    c.sweep_blobs(&keep, &mut report).await?;
+    c.sweep_uploads(&mut report).await?;
+    if !opts.dry_run {
+        registry.activity.forget_before(grace_start);
+    }
+    Ok(report)
+}
+
+struct Collector<'a> {
+    registry: &'a Registry,
+    grace_start: SystemTime,
+    expire_before: Option<SystemTime>,
+    dry_run: bool,
+}
+
+impl Collector<'_> {
+    /// Within the grace window: written after its start, or touched by a request since.
+    fn is_recent(&self, digest: &Digest, written: Option<SystemTime>) -> bool {
+        written.is_some_and(|t| t > self.grace_start) || self.registry.activity.touched_since(digest, self.grace_start)
+    }
+
+    fn is_expired(&self, entry: &TagEntry) -> bool {
+        self.expire_before.is_some_and(|before| entry.written <= before)
+    }
+
+    async fn plan_repo(
+        &self,
+        repo: &RepoName,
+        state: &RepoState,
+        keep: &mut HashSet<Digest>,
+        report: &mut PruneReport,
+    ) -> Result<RepoPlan> {
+        let storage = self.registry.storage();
+        let tags: Vec<(String, TagEntry)> =
+            state.tags.read().expect("tags lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let records: HashMap<Digest, ManifestRecord> = state.manifests.read().expect("manifests lock").clone();
+
+        let (expired_tags, kept_tags): (Vec<_>, Vec<_>) = tags.into_iter().partition(|(_, e)| self.is_expired(e));
+        let mut roots: Vec<Digest> = kept_tags.into_iter().map(|(_, e)| e.digest).collect();
+        for digest in records.keys() {
+            let written = storage.meta_modified(&manifest_key(repo, digest)).await?;
+            if self.is_recent(digest, written) {
+                roots.push(digest.clone());
+            }
+        }
+
+        // Mark: the closure over children and blobs, then referrers of what is kept,
+        // until nothing is added.
+        let mut kept: HashSet<Digest> = HashSet::new();
+        let mut needed: HashSet<Digest> = HashSet::new();
+        let mut work = roots;
+        loop {
+            while let Some(d) = work.pop() {
+                if !kept.insert(d.clone()) {
+                    continue;
+                }
+                needed.insert(d.clone());
+                let Some(record) = records.get(&d) else {
+                    // A child of a sparse index, or a manifest deleted by a client.
+                    report.dangling.push(format!("{repo}@{d}: manifest is not in the repository"));
+                    continue;
+                };
+                let body = match self.registry.manifest_bytes(&d).await {
+                    Ok(b) => b,
+                    Err(e) if e.code == ErrorCode::BlobUnknown => {
+                        report.dangling.push(format!("{repo}@{d}: manifest content is missing"));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let info = match manifest::parse(&body, &record.media_type) {
+                    Ok(info) => info,
+                    Err(e) => {
+                        // Stored bytes were accepted once; keep what it is, follow nothing.
+                        tracing::warn!(repository = %repo, digest = %d, error = %e.message, "cannot parse a stored manifest");
+                        continue;
+                    }
+                };
+                needed.extend(info.blobs.into_iter().map(|b| b.digest));
+                work.extend(info.children.into_iter().map(|c| c.digest));
+            }
+            work = records
+                .iter()
+                .filter(|(d, r)| {
+                    !kept.contains(*d)
+                        && r.subject.as_deref().and_then(|s| Digest::parse(s).ok()).is_some_and(|s| kept.contains(&s))
+                })
+                .map(|(d, _)| d.clone())
+                .collect();
+            if work.is_empty() {
+                break;
+            }
+        }
+        let mut dead_manifests: Vec<Digest> = records.keys().filter(|d| !kept.contains(*d)).cloned().collect();
+        dead_manifests.sort();
+
+        let mut dead_links = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            for hex in storage.list_meta(&blob_links_prefix(repo, alg)).await? {
+                let Ok(digest) = Digest::parse(&format!("{alg}:{hex}")) else { continue };
+                if needed.contains(&digest) {
+                    continue;
+                }
+                let written = storage.meta_modified(&blob_link_key(repo, &digest)).await?;
+                if self.is_recent(&digest, written) {
+                    needed.insert(digest);
+                } else {
+                    dead_links.push(digest);
+                }
+            }
+        }
+        keep.extend(needed);
+        Ok(RepoPlan {
+            expired_tags,
+            dead_manifests,
+            dead_links,
+        })
+    }
+
+    async fn apply_repo(&self, repo: &RepoName, state: &RepoState, plan: RepoPlan, report: &mut PruneReport) -> Result<()> {
+        let storage = self.registry.storage();
+        for (tag, entry) in plan.expired_tags {
+            if !self.dry_run {
+                let _writer = state.write.lock().await;
+                // Pushed again since the plan: it stays, and so does what it reaches
+                // (that push touched all of it).
+                if state.tags.read().expect("tags lock").get(&tag) != Some(&entry) {
+                    continue;
+                }
+                storage.delete_meta(&tag_key(repo, &tag)).await?;
+                state.tags.write().expect("tags lock").remove(&tag);
+            }
+            tracing::info!(repository = %repo, %tag, digest = %entry.digest, dry_run = self.dry_run, "expired tag");
+            report.tags.push(PrunedTag {
+                repository: repo.to_string(),
+                tag,
+                digest: entry.digest.to_string(),
+            });
+        }
+        for digest in plan.dead_manifests {
+            if !self.dry_run {
+                let _sweep = self.registry.activity.exclusive().await;
+                let _writer = state.write.lock().await;
+                let tagged = state.tags.read().expect("tags lock").values().any(|e| e.digest == digest);
+                let written = storage.meta_modified(&manifest_key(repo, &digest)).await?;
+                if tagged || self.is_recent(&digest, written) {
+                    continue;
+                }
+                storage.delete_meta(&manifest_key(repo, &digest)).await?;
+                state.manifests.write().expect("manifests lock").remove(&digest);
+            }
+            tracing::info!(repository = %repo, %digest, dry_run = self.dry_run, "unreachable manifest");
+            report.manifests.push(PrunedManifest {
+                repository: repo.to_string(),
+                digest: digest.to_string(),
+            });
+        }
+        for digest in plan.dead_links {
+            if !self.dry_run {
+                let _sweep = self.registry.activity.exclusive().await;
+                let key = blob_link_key(repo, &digest);
+                let written = storage.meta_modified(&key).await?;
+                let has_record = state.manifests.read().expect("manifests lock").contains_key(&digest);
+                if has_record || self.is_recent(&digest, written) {
+                    continue;
+                }
+                storage.delete_meta(&key).await?;
+            }
+            report.blob_links += 1;
+        }
+        Ok(())
+    }
+
+    async fn sweep_blobs(&self, keep: &HashSet<Digest>, report: &mut PruneReport) -> Result<()> {
+        let storage = self.registry.storage();
+        let mut blobs = storage.list_blobs().await?;
+        blobs.sort();
+        for digest in blobs {
+            if keep.contains(&digest) {
+                continue;
+            }
+            let _sweep = if self.dry_run {
+                None
+            } else {
+                Some(self.registry.activity.exclusive().await)
+            };
+            // Re-checked under the lock: a push since the plan touched what it uses, and
+            // an upload finishing now writes a new file (a new time).
+            let written = storage.blob_modified(&digest).await?;
+            if written.is_none() || self.is_recent(&digest, written) {
+                continue;
+            }
+            let Some(size) = storage.blob_size(&digest).await? else { continue };
+            if !self.dry_run {
+                if !storage.delete_blob(&digest).await? {
+                    continue;
+                }
+                self.registry.evict_cached(&digest);
+            }
+            tracing::info!(%digest, size, dry_run = self.dry_run, "unreferenced blob");
+            report.freed_bytes += size;
+            report.blobs.push(PrunedBlob {
+                digest: digest.to_string(),
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    async fn sweep_uploads(&self, report: &mut PruneReport) -> Result<()> {
+        let storage = self.registry.storage();
+        let mut uploads = storage.list_uploads().await?;
+        uploads.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        for u in uploads {
+            if u.last_active > self.grace_start {
+                continue;
+            }
+            if !self.dry_run && !storage.cancel_upload(&u.id).await? {
+                continue;
+            }
+            tracing::info!(upload = u.id.as_str(), size = u.size, dry_run = self.dry_run, "abandoned upload");
+            report.freed_bytes += u.size;
+            report.uploads.push(PrunedUpload {
+                id: u.id.as_str().to_owned(),
+                size: u.size,
+            });
+        }
+        Ok(())
+    }
+}
