@@ -114,9 +114,10 @@ fn digests_of(report: &Value, key: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Expire after this; what is pushed before the pause is older at prune time.
-const EXPIRE: &str = "6s";
-const PAUSE: Duration = Duration::from_secs(7);
+/// Expire after this; what is pushed before the pause is older at prune time, and what
+/// is pushed after it must still be younger when prune runs (a few seconds later).
+const EXPIRE: &str = "10s";
+const PAUSE: Duration = Duration::from_secs(11);
 
 #[test]
 fn prune_deletes_exactly_the_unreachable_blobs_and_kept_images_still_pull() {
@@ -150,6 +151,9 @@ fn prune_deletes_exactly_the_unreachable_blobs_and_kept_images_still_pull() {
     let upload = r.header("location").unwrap().to_owned();
     let r = reg.send("PATCH", &upload, &[("Content-Type", "application/octet-stream")], &[7u8; 1000]);
     assert_eq!(r.status, 202, "{}", r.describe());
+    let expired_tags = [("app", "old"), ("app", "index-old"), ("app", "index-gone"), ("app", "list-old")];
+    let mut gone: BTreeSet<String> = expired_tags.iter().flat_map(|(r, t)| reachable(&reg, r, t)).collect();
+    gone.extend([old_sig.0.clone(), old_sig.1.clone(), lone_blob.clone()]);
 
     std::thread::sleep(PAUSE);
 
@@ -168,11 +172,8 @@ fn prune_deletes_exactly_the_unreachable_blobs_and_kept_images_still_pull() {
     let keep_sig = push_referrer(&reg, "app", &reg.manifest("app", "keep"));
 
     let kept_tags = [("app", "keep"), ("app", "list"), ("other/team", "index")];
-    let expired_tags = [("app", "old"), ("app", "index-old"), ("app", "index-gone"), ("app", "list-old")];
     let mut kept: BTreeSet<String> = kept_tags.iter().flat_map(|(r, t)| reachable(&reg, r, t)).collect();
     kept.extend([keep_sig.0.clone(), keep_sig.1.clone()]);
-    let mut gone: BTreeSet<String> = expired_tags.iter().flat_map(|(r, t)| reachable(&reg, r, t)).collect();
-    gone.extend([old_sig.0.clone(), old_sig.1.clone(), lone_blob.clone()]);
     let must_delete: BTreeSet<String> = gone.difference(&kept).cloned().collect();
     // The fixture shares what the brief asks: a layer between kept and expired images,
     // and the expired OCI index's content with another repository.
