@@ -233,7 +233,7 @@ async fn fixture(reg: &TestRegistry) -> Fixture {
     reg.push_manifest("app", "idx", OCI_INDEX, &index).await;
     kept_refs.push(("app", "idx".to_owned()));
     // Another repository's image using a layer the expired image also used.
-    push_oci_image(reg, "other/team", Some("v1"), &[cross_repo.clone()], json!({})).await;
+    push_oci_image(reg, "other/team", Some("v1"), std::slice::from_ref(&cross_repo), json!({})).await;
     kept_refs.push(("other/team", "v1".to_owned()));
 
     Fixture {
