@@ -400,8 +400,10 @@ async fn pushing_a_tag_again_renews_it() {
 }
 
 /// Pushes racing with the sweep: every push answered 201 stays whole. The garbage the
-/// sweep works on is the very content the pushes re-use (their blobs were left behind by
-/// images whose tags were deleted), so each HEAD/PUT meets a sweep about to delete it.
+/// sweep works on is the very content the pushes re-use (images whose manifests or tags
+/// were deleted), so each HEAD/PUT meets a sweep about to delete it. Half the pushes are
+/// of an index naming an old untagged manifest after a HEAD of that manifest only (not of
+/// its blobs): what the manifest reaches must stay with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pushes_during_a_sweep_stay_whole() {
     let reg = start().await;
@@ -412,7 +414,9 @@ async fn pushes_during_a_sweep_stay_whole() {
             let layers = vec![random_bytes(2000), random_bytes(1500)];
             let tag = format!("tmp-{round}-{i}");
             let (m, blobs) = push_oci_image(&reg, "race", Some(&tag), &layers, json!({})).await;
-            assert_status(&reg.delete(&format!("/v2/race/manifests/{}", sha256(&m))).await, 202);
+            // Even: the manifest goes (its blobs stay, linked); odd: only its tag goes.
+            let reference = if i % 2 == 0 { sha256(&m) } else { tag };
+            assert_status(&reg.delete(&format!("/v2/race/manifests/{reference}")).await, 202);
             images.push((m, blobs, layers));
         }
         // Grace zero with the real clock: everything written so far is fair game, while
@@ -423,6 +427,21 @@ async fn pushes_during_a_sweep_stay_whole() {
         });
         let mut pushed = Vec::new();
         for (i, (m, _, layers)) in images.iter().enumerate() {
+            if i % 2 == 1 {
+                let tag = format!("live-{round}-{i}");
+                let child = sha256(m);
+                if reg.head(&format!("/v2/race/manifests/{child}")).await.status != 200 {
+                    let (m2, _) = push_oci_image(&reg, "race", None, layers, json!({})).await;
+                    let index = oci_platform_index(&[&m2]);
+                    pushed.push((tag.clone(), reg.push_manifest("race", &tag, OCI_INDEX, &index).await));
+                    continue;
+                }
+                let index = oci_platform_index(&[m]);
+                let r = reg.put_manifest("race", &tag, OCI_INDEX, &index).await;
+                assert_status(&r, 201);
+                pushed.push((tag, sha256(&index)));
+                continue;
+            }
             // What a client does: HEAD each blob, upload what is missing, PUT the manifest.
             let parsed: Value = serde_json::from_slice(m).unwrap();
             let config_digest = parsed["config"]["digest"].as_str().unwrap().to_owned();

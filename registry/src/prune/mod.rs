@@ -60,6 +60,8 @@ struct RepoPlan {
     expired_tags: Vec<(String, TagEntry)>,
     dead_manifests: Vec<Digest>,
     dead_links: Vec<Digest>,
+    /// Manifests kept and every digest they (or fresh links) need in this repository.
+    needed: HashSet<Digest>,
 }
 
 /// Runs one collection over every repository of `registry`.
@@ -86,8 +88,9 @@ pub async fn prune(registry: &Registry, opts: &PruneOptions) -> Result<PruneRepo
             continue;
         };
         let state = registry.repo_mut(&repo).await?;
-        let plan = c.plan_repo(&repo, &state, &mut keep, &mut report).await?;
-        c.apply_repo(&repo, &state, plan, &mut report).await?;
+        let plan = c.plan_repo(&repo, &state, &mut report).await?;
+        let needed = c.apply_repo(&repo, &state, plan, &mut report).await?;
+        keep.extend(needed);
     }
     c.sweep_blobs(&keep, &mut report).await?;
     c.sweep_uploads(&mut report).await?;
@@ -104,6 +107,14 @@ struct Collector<'a> {
     dry_run: bool,
 }
 
+/// What a set of root manifests reaches in one repository.
+#[derive(Default)]
+struct Reach {
+    manifests: HashSet<Digest>,
+    /// The manifests and every blob they reference.
+    digests: HashSet<Digest>,
+}
+
 impl Collector<'_> {
     /// Within the grace window: written after its start, or touched by a request since.
     fn is_recent(&self, digest: &Digest, written: Option<SystemTime>) -> bool {
@@ -114,38 +125,23 @@ impl Collector<'_> {
         self.expire_before.is_some_and(|before| entry.written <= before)
     }
 
-    async fn plan_repo(
+    /// Mark: the closure of `roots` over child manifests and blobs, then over the
+    /// referrers of what is kept, until nothing is added.
+    async fn reach(
         &self,
         repo: &RepoName,
-        state: &RepoState,
-        keep: &mut HashSet<Digest>,
+        roots: Vec<Digest>,
+        records: &HashMap<Digest, ManifestRecord>,
         report: &mut PruneReport,
-    ) -> Result<RepoPlan> {
-        let storage = self.registry.storage();
-        let tags: Vec<(String, TagEntry)> =
-            state.tags.read().expect("tags lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let records: HashMap<Digest, ManifestRecord> = state.manifests.read().expect("manifests lock").clone();
-
-        let (expired_tags, kept_tags): (Vec<_>, Vec<_>) = tags.into_iter().partition(|(_, e)| self.is_expired(e));
-        let mut roots: Vec<Digest> = kept_tags.into_iter().map(|(_, e)| e.digest).collect();
-        for digest in records.keys() {
-            let written = storage.meta_modified(&manifest_key(repo, digest)).await?;
-            if self.is_recent(digest, written) {
-                roots.push(digest.clone());
-            }
-        }
-
-        // Mark: the closure over children and blobs, then referrers of what is kept,
-        // until nothing is added.
-        let mut kept: HashSet<Digest> = HashSet::new();
-        let mut needed: HashSet<Digest> = HashSet::new();
+    ) -> Result<Reach> {
+        let mut reach = Reach::default();
         let mut work = roots;
         loop {
             while let Some(d) = work.pop() {
-                if !kept.insert(d.clone()) {
+                if !reach.manifests.insert(d.clone()) {
                     continue;
                 }
-                needed.insert(d.clone());
+                reach.digests.insert(d.clone());
                 let Some(record) = records.get(&d) else {
                     // A child of a sparse index, or a manifest deleted by a client.
                     report.dangling.push(format!("{repo}@{d}: manifest is not in the repository"));
@@ -159,32 +155,53 @@ impl Collector<'_> {
                     }
                     Err(e) => return Err(e),
                 };
-                let info = match manifest::parse(&body, &record.media_type) {
-                    Ok(info) => info,
-                    Err(e) => {
-                        // Stored bytes were accepted once; keep what it is, follow nothing.
-                        tracing::warn!(repository = %repo, digest = %d, error = %e.message, "cannot parse a stored manifest");
-                        continue;
+                match manifest::parse(&body, &record.media_type) {
+                    Ok(info) => {
+                        reach.digests.extend(info.blobs.into_iter().map(|b| b.digest));
+                        work.extend(info.children.into_iter().map(|c| c.digest));
                     }
-                };
-                needed.extend(info.blobs.into_iter().map(|b| b.digest));
-                work.extend(info.children.into_iter().map(|c| c.digest));
+                    // Stored bytes were accepted once; keep what it is, follow nothing.
+                    Err(e) => {
+                        tracing::warn!(repository = %repo, digest = %d, error = %e.message, "cannot parse a stored manifest")
+                    }
+                }
             }
             work = records
                 .iter()
                 .filter(|(d, r)| {
-                    !kept.contains(*d)
-                        && r.subject.as_deref().and_then(|s| Digest::parse(s).ok()).is_some_and(|s| kept.contains(&s))
+                    !reach.manifests.contains(*d)
+                        && r.subject
+                            .as_deref()
+                            .and_then(|s| Digest::parse(s).ok())
+                            .is_some_and(|s| reach.manifests.contains(&s))
                 })
                 .map(|(d, _)| d.clone())
                 .collect();
             if work.is_empty() {
-                break;
+                return Ok(reach);
             }
         }
-        let mut dead_manifests: Vec<Digest> = records.keys().filter(|d| !kept.contains(*d)).cloned().collect();
+    }
+
+    async fn plan_repo(&self, repo: &RepoName, state: &RepoState, report: &mut PruneReport) -> Result<RepoPlan> {
+        let storage = self.registry.storage();
+        let tags: Vec<(String, TagEntry)> =
+            state.tags.read().expect("tags lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let records: HashMap<Digest, ManifestRecord> = state.manifests.read().expect("manifests lock").clone();
+
+        let (expired_tags, kept_tags): (Vec<_>, Vec<_>) = tags.into_iter().partition(|(_, e)| self.is_expired(e));
+        let mut roots: Vec<Digest> = kept_tags.into_iter().map(|(_, e)| e.digest).collect();
+        for digest in records.keys() {
+            let written = storage.meta_modified(&manifest_key(repo, digest)).await?;
+            if self.is_recent(digest, written) {
+                roots.push(digest.clone());
+            }
+        }
+        let reach = self.reach(repo, roots, &records, report).await?;
+        let mut dead_manifests: Vec<Digest> = records.keys().filter(|d| !reach.manifests.contains(*d)).cloned().collect();
         dead_manifests.sort();
 
+        let mut needed = reach.digests;
         let mut dead_links = Vec::new();
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
             for hex in storage.list_meta(&blob_links_prefix(repo, alg)).await? {
@@ -200,21 +217,30 @@ impl Collector<'_> {
                 }
             }
         }
-        keep.extend(needed);
+        dead_links.sort();
         Ok(RepoPlan {
             expired_tags,
             dead_manifests,
             dead_links,
+            needed,
         })
     }
 
-    async fn apply_repo(&self, repo: &RepoName, state: &RepoState, plan: RepoPlan, report: &mut PruneReport) -> Result<()> {
+    /// Deletes what the plan found dead and still is; returns what the repository keeps.
+    async fn apply_repo(
+        &self,
+        repo: &RepoName,
+        state: &RepoState,
+        plan: RepoPlan,
+        report: &mut PruneReport,
+    ) -> Result<HashSet<Digest>> {
         let storage = self.registry.storage();
+        let mut needed = plan.needed;
         for (tag, entry) in plan.expired_tags {
             if !self.dry_run {
                 let _writer = state.write.lock().await;
                 // Pushed again since the plan: it stays, and so does what it reaches
-                // (that push touched all of it).
+                // (that push touched its manifest, which the re-check below keeps).
                 if state.tags.read().expect("tags lock").get(&tag) != Some(&entry) {
                     continue;
                 }
@@ -228,38 +254,67 @@ impl Collector<'_> {
                 digest: entry.digest.to_string(),
             });
         }
-        for digest in plan.dead_manifests {
-            if !self.dry_run {
-                let _sweep = self.registry.activity.exclusive().await;
-                let _writer = state.write.lock().await;
-                let tagged = state.tags.read().expect("tags lock").values().any(|e| e.digest == digest);
-                let written = storage.meta_modified(&manifest_key(repo, &digest)).await?;
-                if tagged || self.is_recent(&digest, written) {
+
+        if self.dry_run {
+            for digest in &plan.dead_manifests {
+                tracing::info!(repository = %repo, %digest, dry_run = true, "unreachable manifest");
+                report.manifests.push(PrunedManifest {
+                    repository: repo.to_string(),
+                    digest: digest.to_string(),
+                });
+            }
+            report.blob_links += plan.dead_links.len();
+            return Ok(needed);
+        }
+
+        if !plan.dead_manifests.is_empty() {
+            // One section per repository: requests wait for it, and every candidate is
+            // re-checked inside it, so none is deleted after a request relied on it.
+            let _sweep = self.registry.activity.exclusive().await;
+            let _writer = state.write.lock().await;
+            let tagged: HashSet<Digest> =
+                state.tags.read().expect("tags lock").values().map(|e| e.digest.clone()).collect();
+            let mut survivors = Vec::new();
+            for digest in &plan.dead_manifests {
+                let written = storage.meta_modified(&manifest_key(repo, digest)).await?;
+                if tagged.contains(digest) || self.is_recent(digest, written) {
+                    survivors.push(digest.clone());
+                }
+            }
+            // A push touches the manifests it names, not what they reach in turn: keep
+            // all of that with them.
+            let records = state.manifests.read().expect("manifests lock").clone();
+            let saved = self.reach(repo, survivors, &records, report).await?;
+            needed.extend(saved.digests);
+            for digest in plan.dead_manifests {
+                if saved.manifests.contains(&digest) {
                     continue;
                 }
                 storage.delete_meta(&manifest_key(repo, &digest)).await?;
                 state.manifests.write().expect("manifests lock").remove(&digest);
+                tracing::info!(repository = %repo, %digest, "unreachable manifest");
+                report.manifests.push(PrunedManifest {
+                    repository: repo.to_string(),
+                    digest: digest.to_string(),
+                });
             }
-            tracing::info!(repository = %repo, %digest, dry_run = self.dry_run, "unreachable manifest");
-            report.manifests.push(PrunedManifest {
-                repository: repo.to_string(),
-                digest: digest.to_string(),
-            });
         }
-        for digest in plan.dead_links {
-            if !self.dry_run {
-                let _sweep = self.registry.activity.exclusive().await;
+
+        if !plan.dead_links.is_empty() {
+            let _sweep = self.registry.activity.exclusive().await;
+            for digest in plan.dead_links {
                 let key = blob_link_key(repo, &digest);
                 let written = storage.meta_modified(&key).await?;
                 let has_record = state.manifests.read().expect("manifests lock").contains_key(&digest);
-                if has_record || self.is_recent(&digest, written) {
+                if needed.contains(&digest) || has_record || self.is_recent(&digest, written) {
+                    needed.insert(digest);
                     continue;
                 }
                 storage.delete_meta(&key).await?;
+                report.blob_links += 1;
             }
-            report.blob_links += 1;
         }
-        Ok(())
+        Ok(needed)
     }
 
     async fn sweep_blobs(&self, keep: &HashSet<Digest>, report: &mut PruneReport) -> Result<()> {
