@@ -215,7 +215,7 @@ fn prune_deletes_exactly_the_unreachable_blobs_and_kept_images_still_pull() {
 
     // Without --json, one summary line; a second round finds nothing.
     let line = run_ok(specreg().args(["prune", "--data-dir"]).arg(&data).args(["--expire", EXPIRE, "--grace", "3s"]));
-    assert!(line.starts_with("specreg prune: freed 0 tags, 0 manifests, 0 blob links, 0 blobs, 0 uploads, 0 bytes"), "{line}");
+    assert!(line.starts_with("specreg prune: freed 0 tags, 0 manifests, 0 blob links, 0 blobs, 0 uploads, 0 bytes, 0 empty repositories"), "{line}");
 
     // The server on the pruned directory: kept images pull whole with skopeo, the
     // expired ones are gone.

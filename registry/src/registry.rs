@@ -270,6 +270,26 @@ impl Registry {
         Ok(state)
     }
 
+    /// Drops a repository that holds nothing any more (no tag, manifest or blob link) from
+    /// the catalog. The collector calls this with the activity lock held exclusively, so
+    /// no push is adding to the repository meanwhile.
+    pub(crate) async fn uncatalog_if_empty(&self, name: &RepoName, state: &RepoState) -> Result<bool> {
+        let _writer = state.write.lock().await;
+        if !state.tags.read().expect("tags lock").is_empty()
+            || !state.manifests.read().expect("manifests lock").is_empty()
+        {
+            return Ok(false);
+        }
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            if !self.storage.list_meta(&blob_links_prefix(name, alg)).await?.is_empty() {
+                return Ok(false);
+            }
+        }
+        let removed = self.storage.delete_meta(&catalog_key(name)).await?;
+        state.in_catalog.store(false, Ordering::Relaxed);
+        Ok(removed)
+    }
+
     async fn ensure_in_catalog(&self, name: &RepoName, state: &RepoState) -> Result<()> {
         if !state.in_catalog.load(Ordering::Relaxed) {
             self.storage.touch_meta(&catalog_key(name)).await?;

@@ -370,6 +370,13 @@ async fn legacy_tags_load_and_expire() {
     assert_eq!(gone.tags.len(), 1);
     assert_eq!(gone.blobs.len(), 3, "manifest, config and layer");
     assert_error(&reg.get("/v2/app/manifests/legacy").await, 404, "MANIFEST_UNKNOWN");
+    // Nothing is left of the repository: it leaves the catalog too.
+    assert_eq!(gone.repositories, vec!["app"]);
+    assert_eq!(reg.get("/v2/_catalog").await.json()["repositories"], json!([]));
+    assert_error(&reg.get("/v2/app/tags/list").await, 404, "NAME_UNKNOWN");
+    // And comes back with the next push.
+    push_oci_image(&reg, "app", Some("again"), &[random_bytes(90)], json!({})).await;
+    assert_eq!(reg.get("/v2/_catalog").await.json()["repositories"], json!(["app"]));
 }
 
 /// A tag pushed again keeps its image alive: its time is renewed (but not rewritten

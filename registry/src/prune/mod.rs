@@ -62,6 +62,8 @@ struct RepoPlan {
     dead_links: Vec<Digest>,
     /// Manifests kept and every digest they (or fresh links) need in this repository.
     needed: HashSet<Digest>,
+    /// Whether some tag stays.
+    keeps_tags: bool,
 }
 
 /// Runs one collection over every repository of `registry`.
@@ -190,6 +192,7 @@ impl Collector<'_> {
         let records: HashMap<Digest, ManifestRecord> = state.manifests.read().expect("manifests lock").clone();
 
         let (expired_tags, kept_tags): (Vec<_>, Vec<_>) = tags.into_iter().partition(|(_, e)| self.is_expired(e));
+        let keeps_tags = !kept_tags.is_empty();
         let mut roots: Vec<Digest> = kept_tags.into_iter().map(|(_, e)| e.digest).collect();
         for digest in records.keys() {
             let written = storage.meta_modified(&manifest_key(repo, digest)).await?;
@@ -223,6 +226,7 @@ impl Collector<'_> {
             dead_manifests,
             dead_links,
             needed,
+            keeps_tags,
         })
     }
 
@@ -264,6 +268,9 @@ impl Collector<'_> {
                 });
             }
             report.blob_links += plan.dead_links.len();
+            if !plan.keeps_tags && needed.is_empty() {
+                report.repositories.push(repo.to_string());
+            }
             return Ok(needed);
         }
 
@@ -312,6 +319,13 @@ impl Collector<'_> {
                 }
                 storage.delete_meta(&key).await?;
                 report.blob_links += 1;
+            }
+        }
+        if needed.is_empty() {
+            let _sweep = self.registry.activity.exclusive().await;
+            if self.registry.uncatalog_if_empty(repo, state).await? {
+                tracing::info!(repository = %repo, "empty repository");
+                report.repositories.push(repo.to_string());
             }
         }
         Ok(needed)

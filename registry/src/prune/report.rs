@@ -38,6 +38,8 @@ pub struct PruneReport {
     pub blob_links: usize,
     /// Stored content (layers, configs, manifest bytes) no repository uses any more.
     pub blobs: Vec<PrunedBlob>,
+    /// Repositories left with nothing, dropped from the catalog.
+    pub repositories: Vec<String>,
     /// Upload sessions idle for longer than the grace window.
     pub uploads: Vec<PrunedUpload>,
     /// Bytes of blobs and upload data removed.
@@ -50,7 +52,7 @@ impl PruneReport {
     /// One line for logs and the CLI.
     pub fn summary(&self) -> String {
         format!(
-            "{}{} tags, {} manifests, {} blob links, {} blobs, {} uploads, {} bytes{}",
+            "{}{} tags, {} manifests, {} blob links, {} blobs, {} uploads, {} bytes, {} empty repositories{}",
             if self.dry_run { "would free " } else { "freed " },
             self.tags.len(),
             self.manifests.len(),
@@ -58,6 +60,7 @@ impl PruneReport {
             self.blobs.len(),
             self.uploads.len(),
             self.freed_bytes,
+            self.repositories.len(),
             if self.dangling.is_empty() {
                 String::new()
             } else {
