@@ -264,6 +264,12 @@ fn serve_expires_on_schedule_while_pushes_stay_whole() {
     let (base, old_img, _) = two_images_sharing_base(&shared);
     sk.copy(&[], &format!("oci:{}:a", shared.display()), &format!("docker://{}", reg.image("app", "old")));
     let old_only = [old_img.manifest.digest.clone(), old_img.config.digest.clone(), old_img.layers[1].digest.clone()];
+    // An upload a client walked away from.
+    let r = reg.send("POST", "/v2/app/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 202, "{}", r.describe());
+    let upload = r.header("location").unwrap().to_owned();
+    let r = reg.send("PATCH", &upload, &[("Content-Type", "application/octet-stream")], &[1u8; 500]);
+    assert_eq!(r.status, 202, "{}", r.describe());
 
     // Push new images (sharing the expired image's base layer) and pull each straight
     // back, until the collector has expired the old tag, and a few rounds beyond.
@@ -301,6 +307,8 @@ fn serve_expires_on_schedule_while_pushes_stay_whole() {
         assert!(Instant::now() < deadline, "the expired image's blobs stayed\n{}", reg.log_tail(40));
         std::thread::sleep(Duration::from_millis(250));
     }
+    assert_eq!(reg.get(&upload, &[]).status, 404, "the abandoned upload outlived the grace window");
+    assert!(reg.log_text().contains("abandoned upload"), "no abandoned upload in the log");
     assert!(reg.log_text().contains("prune finished"), "no report line in the log");
     assert!(reg.log_text().contains("expired tag"), "no expired tag in the log");
 }

@@ -375,8 +375,12 @@ impl Collector<'_> {
             if u.last_active > self.grace_start {
                 continue;
             }
-            if !self.dry_run && !storage.cancel_upload(&u.id).await? {
-                continue;
+            if !self.dry_run {
+                // Not while a completion (which holds the lock shared) moves its data.
+                let _sweep = self.registry.activity.exclusive().await;
+                if !storage.cancel_upload(&u.id).await? {
+                    continue;
+                }
             }
             tracing::info!(upload = u.id.as_str(), size = u.size, dry_run = self.dry_run, "abandoned upload");
             report.freed_bytes += u.size;
