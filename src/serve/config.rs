@@ -171,6 +171,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.users.len(), 1);
         assert!(toml::from_str::<FileConfig>("lissten = 1").is_err());
+        let c: FileConfig = toml::from_str("expire = \"7d\"\nprune_interval = \"1h\"\ngrace = \"30m\"\n").unwrap();
+        assert_eq!(c.expire.as_deref(), Some("7d"));
+        assert_eq!(c.prune_interval.as_deref(), Some("1h"));
+        assert_eq!(c.grace.as_deref(), Some("30m"));
     }
 
     #[test]

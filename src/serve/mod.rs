@@ -273,10 +273,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Collects garbage every interval, the first time one interval after start.
 async fn prune_periodically(app: Arc<specreg_registry::server::App>, schedule: PruneSchedule) {
     use specreg_registry::prune::{prune, PruneOptions};
+    let human = |d: Duration| humantime::format_duration(d).to_string();
     tracing::info!(
-        expire = ?schedule.expire,
-        interval = ?schedule.interval,
-        grace = ?schedule.grace,
+        expire = schedule.expire.map_or_else(|| "never".to_owned(), human),
+        interval = human(schedule.interval),
+        grace = human(schedule.grace),
         "garbage collection scheduled"
     );
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + schedule.interval, schedule.interval);
