@@ -484,3 +484,19 @@ async fn pushes_during_a_sweep_stay_whole() {
         eprintln!("round {round}: sweep during pushes: {}; after: {}", report.summary(), later.summary());
     }
 }
+
+/// A repository whose catalog entry is missing (damaged or older data) is still found:
+/// missing it would delete all its content.
+#[tokio::test]
+async fn repositories_missing_from_the_catalog_keep_their_content() {
+    let mut reg = start().await;
+    push_oci_image(&reg, "deep/hidden/repo", Some("v1"), &[random_bytes(90)], json!({})).await;
+    let entry = reg.data_dir.join("meta/catalog/deep+hidden+repo");
+    std::fs::remove_file(&entry).unwrap();
+    reg.restart().await;
+    let mut o = PruneOptions::new(None, Duration::ZERO);
+    o.now = SystemTime::now() + Duration::from_secs(86400);
+    let r = prune(&reg.app.registry, &o).await.unwrap();
+    assert!(r.blobs.is_empty() && r.manifests.is_empty(), "{}", r.summary());
+    assert_pulls(&reg, "deep/hidden/repo", "v1").await;
+}

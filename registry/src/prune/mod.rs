@@ -13,7 +13,7 @@
 pub(crate) mod activity;
 mod report;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 pub use report::{PruneReport, PrunedBlob, PrunedManifest, PrunedTag, PrunedUpload};
@@ -84,11 +84,7 @@ pub async fn prune(registry: &Registry, opts: &PruneOptions) -> Result<PruneRepo
 
     // Every digest a kept manifest or a kept link of any repository needs.
     let mut keep: HashSet<Digest> = HashSet::new();
-    for name in registry.catalog().await? {
-        let Ok(repo) = RepoName::parse(&name) else {
-            tracing::warn!(repository = %name, "skipping a catalog entry that is no repository name");
-            continue;
-        };
+    for repo in repositories(registry).await? {
         let state = registry.repo_mut(&repo).await?;
         let plan = c.plan_repo(&repo, &state, &mut report).await?;
         let needed = c.apply_repo(&repo, &state, plan, &mut report).await?;
@@ -100,6 +96,37 @@ pub async fn prune(registry: &Registry, opts: &PruneOptions) -> Result<PruneRepo
         registry.activity.forget_before(grace_start);
     }
     Ok(report)
+}
+
+/// Every repository: the catalog's and, in case an entry is missing there, every
+/// directory of repository metadata (a repository missed would lose all its blobs).
+async fn repositories(registry: &Registry) -> Result<Vec<RepoName>> {
+    let mut found: BTreeSet<String> = registry.catalog().await?.into_iter().collect();
+    let storage = registry.storage();
+    // Name components never start with `_`; the `_tags`/`_manifests`/`_blobs` objects do.
+    let mut work = vec![String::new()];
+    while let Some(prefix) = work.pop() {
+        let key = if prefix.is_empty() { "repos".to_owned() } else { format!("repos/{prefix}") };
+        for child in storage.list_meta(&key).await? {
+            if child.starts_with('_') {
+                if !prefix.is_empty() {
+                    found.insert(prefix.clone());
+                }
+            } else if prefix.is_empty() {
+                work.push(child);
+            } else {
+                work.push(format!("{prefix}/{child}"));
+            }
+        }
+    }
+    let mut repos = Vec::with_capacity(found.len());
+    for name in found {
+        match RepoName::parse(&name) {
+            Ok(r) => repos.push(r),
+            Err(_) => tracing::warn!(repository = %name, "skipping an entry that is no repository name"),
+        }
+    }
+    Ok(repos)
 }
 
 struct Collector<'a> {
