@@ -116,8 +116,8 @@ fn digests_of(report: &Value, key: &str) -> BTreeSet<String> {
 
 /// Expire after this; what is pushed before the pause is older at prune time, and what
 /// is pushed after it must still be younger when prune runs (a few seconds later).
-const EXPIRE: &str = "10s";
-const PAUSE: Duration = Duration::from_secs(11);
+const EXPIRE: &str = "20s";
+const PAUSE: Duration = Duration::from_secs(21);
 
 #[test]
 fn prune_deletes_exactly_the_unreachable_blobs_and_kept_images_still_pull() {
