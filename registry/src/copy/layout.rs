@@ -31,7 +31,7 @@ pub struct Layout {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CopyError + '_ {
-    move |e| CopyError::Client(ClientError::Io { path: path.display().to_string(), source: e })
+    move |e| CopyError::Client(ClientError::Io { path: path.display().to_string(), error: e })
 }
 
 impl Layout {
@@ -141,7 +141,7 @@ impl Layout {
         let shown = path.display().to_string();
         let file = tokio::fs::File::open(&path)
             .await
-            .map_err(|e| ClientError::Io { path: shown.clone(), source: e })?;
+            .map_err(|e| ClientError::Io { path: shown.clone(), error: e })?;
         let shown2 = shown.clone();
         let raw = futures_util::stream::unfold(Some(file), move |state| {
             let shown = shown2.clone();
@@ -154,7 +154,7 @@ impl Layout {
                         buf.truncate(n);
                         Some((Ok(Bytes::from(buf)), Some(file)))
                     }
-                    Err(e) => Some((Err(ClientError::Io { path: shown, source: e }), None)),
+                    Err(e) => Some((Err(ClientError::Io { path: shown, error: e }), None)),
                 }
             }
         });
