@@ -93,7 +93,8 @@ struct Args {
     /// node phase: `specreg use` + `--undo` cycles [default: 5, quick 3].
     #[arg(long, value_name = "N")]
     use_runs: Option<usize>,
-    /// copy phase: the smallest of the 10 layers in MiB; layer i is i times it
+    /// copy phase (best of --repeat, at least 3 in a full run): the smallest of the 10
+    /// layers in MiB; layer i is i times it
     /// [default: 4, quick 1: 220 / 55 MiB of gzip data in all].
     #[arg(long, value_name = "MIB")]
     copy_layer_mib: Option<u64>,
@@ -382,7 +383,7 @@ async fn run(args: Args) -> Result<()> {
         let dir = root.join("copy");
         fs::create_dir_all(&dir)?;
         let unit_mib = args.copy_layer_mib.unwrap_or(if quick { 1 } else { 4 }).max(1);
-        let repeat = if quick { 1 } else { args.repeat.max(3) };
+        let repeat = if quick { args.repeat.max(1) } else { args.repeat.max(3) };
         eprintln!("copy phase: specreg copy vs skopeo copy of a 10-layer image, best of {repeat}");
         let cfg = copy::CopyConfig {
             specreg: specreg_bin.clone(),
