@@ -30,8 +30,9 @@
 //!   the digest. A manifest fetched by digest is verified.
 //! * **Blobs** ([`RegistryClient::blob_size`], `get_blob`, `push_blob`): downloads are a
 //!   byte stream that checks size and digest as it goes (the error arrives as the stream's
-//!   last item); uploads take a [`BlobSource`] that can be reopened, because a failed
-//!   upload restarts from the beginning. `push_blob` tries a cross-repo mount first when
+//!   last item; `get_blob_for_upload` checks only the size, for bytes that go straight
+//!   into a registry that verifies them); uploads take a [`BlobSource`] that can be
+//!   reopened, because a failed upload restarts from the beginning. `push_blob` tries a cross-repo mount first when
 //!   told where the blob lives, and uploads monolithically (POST + streamed PUT) or in
 //!   PATCH chunks when [`ClientOptions::chunk_size`] is set or the registry refuses a
 //!   monolithic body with 413.
