@@ -90,6 +90,11 @@ pub fn from_unix(secs: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(secs).ok()
 }
 
+/// The current time (UTC).
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
 /// A tag and when it was last set, if known.
 #[derive(Debug, Clone)]
 pub struct TagTime {
