@@ -3,6 +3,7 @@
 //! ([`registry`]) and the HTTP server ([`server`]).
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod manifest;
 pub mod publish;
