@@ -3,6 +3,7 @@
 
 mod info;
 mod proxy_cmd;
+mod publish_cmd;
 mod serve;
 mod use_cmd;
 
@@ -23,6 +24,11 @@ enum Command {
     Use(use_cmd::UseArgs),
     /// Run the node-local mirror proxy in the foreground.
     Proxy(proxy_cmd::ProxyArgs),
+    /// Promote: move final tags to the gate's temporary tags by manifest alone, then
+    /// remove the temporary tags (one repository, or a whole buildset with --images).
+    Promote(publish_cmd::PromoteArgs),
+    /// Remove stale temporary tags (e.g. change_*) older than a given age.
+    CleanupTags(publish_cmd::CleanupArgs),
     /// The docker credential helper protocol (also as `docker-credential-specreg`).
     CredentialHelper {
         /// get, store, erase, list or version.
@@ -50,6 +56,8 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Use(args) => use_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(args),
+        Command::Promote(args) => publish_cmd::promote(args),
+        Command::CleanupTags(args) => publish_cmd::cleanup_tags(args),
         Command::CredentialHelper { action } => {
             let args = vec!["docker-credential-specreg".to_owned(), action];
             return exit_code(specreg_shim::credential_helper::main_with_args(&args));

@@ -285,6 +285,9 @@ pub struct CleanupArgs {
     /// Only print what would be removed.
     #[arg(long)]
     dry_run: bool,
+    /// Tags per page asked of an OCI registry's tag list (`n`); all pages are read.
+    #[arg(long)]
+    page_size: Option<usize>,
     #[command(flatten)]
     access: AccessArgs,
     #[command(flatten)]
@@ -302,7 +305,7 @@ pub fn cleanup_tags(args: CleanupArgs) -> anyhow::Result<()> {
         for repo in &repos {
             let ep = store.endpoint(repo)?;
             let now = cleanup::now();
-            let r = remote::cleanup(ep, &repo.name, &patterns, older_than, now, args.dry_run)
+            let r = remote::cleanup(ep, &repo.name, &patterns, older_than, now, args.page_size, args.dry_run)
                 .await
                 .with_context(|| format!("sweeping {repo}"))?;
             let verb = if args.dry_run { "would remove" } else { "removed" };

@@ -205,7 +205,7 @@ fn promote_suite(reg: &Registry) {
     }
     let (single_repo, single) = &kinds[0];
     let (multi_repo, multi) = &kinds[1];
-    put_manifest(reg, single_repo, "latest", &multi.media_type, &{
+    put_manifest(reg, single_repo, "latest", OCI_MANIFEST, &{
         // An unrelated older manifest: the multi-arch index's first child.
         let child = &reg.manifest(multi_repo, &multi.digest).json["manifests"][0]["digest"];
         let m = reg.manifest(multi_repo, child.as_str().unwrap());
@@ -232,9 +232,11 @@ fn promote_suite(reg: &Registry) {
     assert!(o.success(), "{}", o.describe());
 
     // 3. The others as one buildset, from a list file with the tested digests.
-    let list = json!({"images": kinds[1..].iter().map(|(repo, p)| json!({
-        "repository": format!("{addr}/{repo}"), "tags": ["latest", "1.0"], "digest": p.digest
-    })).collect::<Vec<_>>()});
+    let entries: Vec<Value> = kinds[1..]
+        .iter()
+        .map(|(repo, p)| json!({"repository": format!("{addr}/{repo}"), "tags": ["latest", "1.0"], "digest": p.digest}))
+        .collect();
+    let list = json!({ "images": entries });
     let list_file = work.join("images.json");
     fs::write(&list_file, list.to_string()).unwrap();
     let list_path = list_file.display().to_string();
@@ -323,9 +325,11 @@ fn rollback_suite(reg: &Registry) {
     }
     block_tag_write(reg, &c.0, "latest");
 
-    let list = json!({"images": [a, b, c].iter().map(|(repo, p)| json!({
-        "repository": format!("{addr}/{repo}"), "tags": ["latest"], "digest": p.digest
-    })).collect::<Vec<_>>()});
+    let entries: Vec<Value> = [a, b, c]
+        .iter()
+        .map(|(repo, p)| json!({"repository": format!("{addr}/{repo}"), "tags": ["latest"], "digest": p.digest}))
+        .collect();
+    let list = json!({ "images": entries });
     let list_file = work.join("images.json");
     fs::write(&list_file, list.to_string()).unwrap();
     let list_path = list_file.display().to_string();

@@ -10,6 +10,7 @@ pub mod images;
 pub mod location;
 pub mod naming;
 pub mod promote;
+pub mod remote;
 pub mod tag_api;
 
 pub use images::PromoteTarget;

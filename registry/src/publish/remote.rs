@@ -325,12 +325,15 @@ pub struct CleanupReport {
 }
 
 /// Removes the tags of `repo` matching `patterns` that are older than `older_than`.
+/// `page_size` is the `n` asked of an OCI tag list (every page is read either way).
+#[allow(clippy::too_many_arguments)]
 pub async fn cleanup(
     ep: &Endpoint,
     repo: &RepoName,
     patterns: &super::cleanup::TagPatterns,
     older_than: std::time::Duration,
     now: time::OffsetDateTime,
+    page_size: Option<usize>,
     dry_run: bool,
 ) -> Result<CleanupReport, PublishError> {
     let mut report = CleanupReport::default();
@@ -341,7 +344,7 @@ pub async fn cleanup(
             all.into_iter().filter(|t| patterns.matches(&t.tag)).collect()
         }
         None => {
-            let all = ep.client.list_tags(repo).await.map_err(registry_error)?;
+            let all = ep.client.list_tags_paged(repo, page_size).await.map_err(registry_error)?;
             report.listed = all.len();
             let lookup = ImageTimes::new(&ep.client, repo);
             let mut out = Vec::new();
