@@ -293,12 +293,13 @@ fn block_tag_write(reg: &Registry, repo: &str, tag: &str) {
         // specreg writes a tag as a file renamed into meta/repos/<repo>/_tags/<tag>; a
         // non-empty directory there makes the rename fail.
         "specreg" => fs::create_dir_all(reg.data.join(format!("meta/repos/{repo}/_tags/{tag}/blocked"))).unwrap(),
-        // distribution keeps a tag as the directory _manifests/tags/<tag>/; a regular file
-        // in its place makes creating it fail.
+        // distribution links a tag into _manifests/tags/<tag>/index/ before writing its
+        // current/link: a regular file named `index` makes the first step fail, while a
+        // GET (which reads current/link only) still finds no tag.
         _ => {
-            let dir = reg.data.join(format!("docker/registry/v2/repositories/{repo}/_manifests/tags"));
-            assert!(dir.is_dir(), "{} should exist", dir.display());
-            fs::write(dir.join(tag), b"blocked").unwrap();
+            let dir = reg.data.join(format!("docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}"));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("index"), b"blocked").unwrap();
         }
     }
 }
