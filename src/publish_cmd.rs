@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use specreg_registry::client::{ClientOptions, Credentials, DockerConfig, RegistryClient, Scheme};
+use specreg_registry::client::{Credentials, DockerConfig, RegistryClient};
 use specreg_registry::publish::cleanup::{self, TagPatterns};
 use specreg_registry::publish::images::{self, PromoteTarget};
 use specreg_registry::publish::remote::{self, Endpoint, RemoteStore};
@@ -15,29 +15,19 @@ use specreg_registry::publish::tag_api::{HubApi, QuayApi, TagApi, HUB_API};
 use specreg_registry::publish::{promote, RepoLocation, TempPrefix};
 use specreg_registry::reference::{Digest, Tag};
 
-/// How to reach and log in to the registries of one run.
+use crate::access::{access_args, docker_config};
+
+access_args!(RegistryAccess, "target", "creds", "creds-file", "info", "ca", "cert-dir", "insecure", "SPECREG_CREDS");
+
+/// How to reach and log in to the registries of one run (the same flags for each).
 #[derive(Args, Debug)]
 pub struct AccessArgs {
-    /// Docker config file with `auths`, `credHelpers`, `credsStore` [default:
-    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json].
-    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    #[command(flatten)]
+    registry: RegistryAccess,
+    /// Docker config.json to read credentials and credential helpers from
+    /// [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json].
+    #[arg(long, value_name = "FILE")]
     authfile: Option<PathBuf>,
-    /// User name for every registry of this run (with --password-file or --password-env);
-    /// overrides the docker config.
-    #[arg(long, env = "SPECREG_USERNAME")]
-    username: Option<String>,
-    /// File holding the password (one trailing newline is ignored).
-    #[arg(long, env = "SPECREG_PASSWORD_FILE")]
-    password_file: Option<PathBuf>,
-    /// Environment variable holding the password.
-    #[arg(long)]
-    password_env: Option<String>,
-    /// Extra CA certificates (PEM) to trust for the registries.
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// Speak plain HTTP to the registries (loopback test set-ups only).
-    #[arg(long)]
-    plain_http: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -116,47 +106,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 impl AccessArgs {
-    fn password(&self) -> anyhow::Result<Option<String>> {
-        match (&self.password_file, &self.password_env) {
-            (Some(p), _) => {
-                let secret = specreg_registry::client::read_secret_file(p)?;
-                Ok(Some(secret.expose().to_owned()))
-            }
-            (None, Some(var)) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(Some(v.trim_end_matches(['\r', '\n']).to_owned())),
-                _ => bail!("environment variable {var} (the password) is not set"),
-            },
-            (None, None) => Ok(None),
-        }
-    }
-
-    /// The credentials for `registry`: the flags', else the docker config's.
-    fn credentials(&self, registry: &str) -> anyhow::Result<Credentials> {
-        if let Some(user) = &self.username {
-            let Some(pw) = self.password()? else {
-                bail!("--username needs --password-file or --password-env");
-            };
-            return Ok(Credentials::basic(user.clone(), pw));
-        }
-        let path = self.authfile.clone().or_else(DockerConfig::default_path);
-        match path {
-            Some(p) if p.exists() => Ok(DockerConfig::load(&p)?.lookup(registry)?),
-            Some(p) if self.authfile.is_some() => bail!("auth file {} does not exist", p.display()),
-            _ => Ok(Credentials::Anonymous),
-        }
-    }
-
-    fn client(&self, registry: &str) -> anyhow::Result<(RegistryClient, Credentials)> {
-        let credentials = self.credentials(registry)?;
-        let mut options = ClientOptions::default();
-        options.credentials = credentials.clone();
-        if self.plain_http {
-            options.scheme = Scheme::Http;
-        }
-        if let Some(ca) = &self.ca_file {
-            options.ca_pem = Some(std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?);
-        }
-        let client = RegistryClient::new(registry, options).with_context(|| format!("registry {registry}"))?;
+    /// A client for `registry`, and the user name and password Docker Hub's API login
+    /// takes (the same ones: flag or environment, file, then docker's config.json).
+    fn client(&self, registry: &str, docker: &DockerConfig) -> anyhow::Result<(RegistryClient, Credentials)> {
+        let access = self.registry.access();
+        let client = access.client(Some(registry), docker, None)?;
+        let credentials = if let Some(c) = &access.creds {
+            Credentials::parse_user_pass(c).context("--creds")?
+        } else if let Some(f) = &access.creds_file {
+            let secret = specreg_registry::client::read_secret_file(f)?;
+            Credentials::parse_user_pass(secret.expose()).with_context(|| format!("{}", f.display()))?
+        } else {
+            docker.lookup(registry).with_context(|| format!("credentials for {registry}"))?
+        };
         Ok((client, credentials))
     }
 }
@@ -176,7 +138,7 @@ impl TagApiArgs {
         Ok(match kind {
             TagApiKind::Hub => {
                 let Credentials::Basic { username, password } = credentials else {
-                    bail!("Docker Hub's tag API needs a user name and password for {registry}");
+                    bail!("Docker Hub's tag API needs a user name and password for {registry} (--creds, --creds-file or docker's config)");
                 };
                 let api = HubApi::login(&self.hub_api, username, password.expose())
                     .await
@@ -200,9 +162,10 @@ async fn connect(
     tag_api: &TagApiArgs,
 ) -> anyhow::Result<RemoteStore> {
     let registries: BTreeSet<&str> = repos.into_iter().map(|r| r.registry.as_str()).collect();
+    let docker = docker_config(access.authfile.as_deref())?;
     let mut store = RemoteStore::new();
     for registry in registries {
-        let (client, credentials) = access.client(registry)?;
+        let (client, credentials) = access.client(registry, &docker)?;
         let tag_api = tag_api.tag_api(registry, &credentials).await?;
         store.add(registry, Endpoint { client, tag_api });
     }

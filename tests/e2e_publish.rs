@@ -31,11 +31,11 @@ fn specreg(work: &TempTree, args: &[&str]) -> Output {
 /// Registry access flags for `reg`: plain HTTP, and its Basic credentials from a file
 /// that ends with a newline (which must not become part of the password).
 fn access(work: &TempTree, reg: &Registry) -> Vec<String> {
-    let mut a = vec!["--plain-http".to_owned()];
+    let mut a = vec!["--insecure".to_owned()];
     if let Some((user, password)) = creds_of(reg) {
-        let file = work.join("registry-password");
-        fs::write(&file, format!("{password}\n")).unwrap();
-        a.extend(["--username".to_owned(), user, "--password-file".to_owned(), file.display().to_string()]);
+        let file = work.join("registry-creds");
+        fs::write(&file, format!("{user}:{password}\n")).unwrap();
+        a.extend(["--creds-file".to_owned(), file.display().to_string()]);
     }
     a
 }
@@ -374,15 +374,15 @@ fn promote_deletes_through_hub_and_quay_tag_apis() {
 
     let hub = TagApi::hub(&addr, "hubuser", "hub-password");
     let pw = work.join("hub-password");
-    fs::write(&pw, "hub-password\n").unwrap();
+    fs::write(&pw, "hubuser:hub-password\n").unwrap();
     for t in ["change_5_latest", "keep"] {
         put_manifest(&reg, repo, t, &p.media_type, &p.bytes);
     }
     let hub_url = hub.url();
     let pw_path = pw.display().to_string();
     let o = specreg(&work, &[
-        "promote", "--repo", &loc, "--tags", "latest", "--change", "5", "--plain-http",
-        "--tag-api", "hub", "--hub-api", &hub_url, "--username", "hubuser", "--password-file", &pw_path,
+        "promote", "--repo", &loc, "--tags", "latest", "--change", "5", "--insecure",
+        "--tag-api", "hub", "--hub-api", &hub_url, "--creds-file", &pw_path,
     ]);
     assert!(o.success(), "{}", o.describe());
     let seen = hub.seen();
@@ -401,7 +401,7 @@ fn promote_deletes_through_hub_and_quay_tag_apis() {
     put_manifest(&reg, repo, "change_6_2.0", &p.media_type, &p.bytes);
     let (quay_url, tok_path) = (quay.url(), tok.display().to_string());
     let o = specreg(&work, &[
-        "promote", "--repo", &loc, "--tags", "2.0", "--change", "6", "--plain-http",
+        "promote", "--repo", &loc, "--tags", "2.0", "--change", "6", "--insecure",
         "--tag-api", "quay", "--quay-api", &quay_url, "--quay-token-file", &tok_path,
     ]);
     assert!(o.success(), "{}", o.describe());
@@ -475,7 +475,7 @@ fn cleanup_tags_by_image_age_with_pagination() {
     assert_eq!(reg.tags(repo).len(), 132);
 
     let loc = format!("{}/{repo}", reg.addr());
-    let o = specreg(&work, &["cleanup-tags", "--repo", &loc, "--older-than", "24h", "--pattern", "change_*", "--page-size", "25", "--plain-http"]);
+    let o = specreg(&work, &["cleanup-tags", "--repo", &loc, "--older-than", "24h", "--pattern", "change_*", "--page-size", "25", "--insecure"]);
     assert!(o.success(), "{}", o.describe());
     assert!(o.stdout.contains(&format!("132 tags, 130 matching, {} removed", expect_gone.len())), "{}", o.describe());
     let mut left = reg.tags(repo);
@@ -513,12 +513,12 @@ fn cleanup_tags_through_hub_and_quay_apis() {
         put_manifest(&reg, repo, "latest", &img.media_type, &img.bytes);
         api.set_updated(repo, "latest", now - 10 * 86400);
         let secret = work.join(format!("{flavour}-secret"));
-        fs::write(&secret, if flavour == "hub" { "p\n" } else { "tok\n" }).unwrap();
+        fs::write(&secret, if flavour == "hub" { "u:p\n" } else { "tok\n" }).unwrap();
         let (url, secret) = (api.url(), secret.display().to_string());
         let loc = format!("{}/{repo}", reg.addr());
-        let mut args = vec!["cleanup-tags", "--repo", &loc, "--older-than", "1d", "--pattern", "change_*", "--plain-http", "--tag-api", flavour];
+        let mut args = vec!["cleanup-tags", "--repo", &loc, "--older-than", "1d", "--pattern", "change_*", "--insecure", "--tag-api", flavour];
         if flavour == "hub" {
-            args.extend(["--hub-api", &url, "--username", "u", "--password-file", &secret]);
+            args.extend(["--hub-api", &url, "--creds-file", &secret]);
         } else {
             args.extend(["--quay-api", &url, "--quay-token-file", &secret]);
         }

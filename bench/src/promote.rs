@@ -72,7 +72,7 @@ fn promote_once(cfg: &PromoteConfig, addr: std::net::SocketAddr, repo: &str, run
     let started = Instant::now();
     let out = Command::new(&cfg.specreg)
         .args(["promote", "--repo", &location, "--tags", "latest", "--change", &change])
-        .args(["--expect-digest", digest, "--plain-http"])
+        .args(["--expect-digest", digest, "--insecure"])
         .env("SPECREG_LOG", "warn")
         .env("DOCKER_CONFIG", cfg.dir.join("no-docker-config"))
         .stdin(Stdio::null())

@@ -56,7 +56,7 @@ use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, Url};
 
 pub use auth::Scope;
-pub use blobs::{BlobPush, BlobSource, ByteStream};
+pub use blobs::{verified as verified_stream, BlobPush, BlobSource, ByteStream};
 pub use credentials::{read_secret_file, Credentials, DockerConfig};
 pub use error::{ClientError, RemoteError, RemoteErrors};
 pub use manifests::{Manifest, ManifestHead, MANIFEST_ACCEPT};

@@ -4,10 +4,7 @@
 use std::fmt;
 
 use super::PublishError;
-use crate::reference::RepoName;
-
-/// Docker Hub's registry host, as clients write it and as its API answers.
-pub const DOCKER_HUB: &str = "docker.io";
+use crate::reference::{ImageRef, RepoName, DOCKER_HUB};
 
 /// A repository on a given registry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,32 +15,20 @@ pub struct RepoLocation {
 }
 
 impl RepoLocation {
-    /// Splits `host[:port]/name` the way docker does: the first component is a registry
-    /// when it has a `.` or a `:` or is `localhost`; otherwise the repository is on Docker
-    /// Hub, where a one-component name lives under `library/`.
+    /// `host[:port]/name` with docker's rules ([`ImageRef`]): no host means Docker Hub,
+    /// where a one-component name lives under `library/`. A tag or digest is refused:
+    /// the publishing commands take those separately.
     pub fn parse(s: &str) -> Result<Self, PublishError> {
         let bad = || PublishError::Usage(format!("{s:?} is not REGISTRY/REPOSITORY"));
-        if s.contains('@') {
+        let image = ImageRef::parse(s).map_err(|_| bad())?;
+        if image.tag.is_some() || image.digest.is_some() {
             return Err(bad());
         }
-        let (registry, path) = match s.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest),
-            _ => (DOCKER_HUB, s),
+        let registry = match image.registry.as_str() {
+            "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_owned(),
+            _ => image.registry,
         };
-        let registry = match registry {
-            "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
-            r => r,
-        };
-        let path = if registry == DOCKER_HUB && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path.to_owned()
-        };
-        let name = RepoName::parse(&path).map_err(|_| bad())?;
-        if registry.is_empty() || registry.contains(char::is_whitespace) {
-            return Err(bad());
-        }
-        Ok(RepoLocation { registry: registry.to_owned(), name })
+        Ok(RepoLocation { registry, name: image.repo })
     }
 
     pub fn is_docker_hub(&self) -> bool {
@@ -74,7 +59,7 @@ mod tests {
         assert_eq!(l.name.as_str(), "org/app");
         assert_eq!(RepoLocation::parse("alpine").unwrap().to_string(), "docker.io/library/alpine");
         assert_eq!(RepoLocation::parse("registry-1.docker.io/org/x").unwrap().to_string(), "docker.io/org/x");
-        for bad in ["", "quay.io/", "quay.io/Org/app", "x/app@sha256:00", "quay.io//a"] {
+        for bad in ["", "quay.io/", "quay.io/Org/app", "x/app@sha256:00", "quay.io//a", "quay.io/a:1"] {
             assert!(RepoLocation::parse(bad).is_err(), "{bad:?}");
         }
     }
