@@ -36,6 +36,9 @@ enum Command {
     /// Copy images built in this buildset to the intermediate registry as
     /// <repo>:<build>_<tag> and print the Zuul artifacts document.
     PushIntermediate(zuul_cmd::PushIntermediateArgs),
+    /// Upload the tested image to its final repository under temporary tags only
+    /// (<prefix><tag>), for promote to move after the merge.
+    Upload(publish_cmd::UploadArgs),
     /// Promote: move final tags to the gate's temporary tags by manifest alone, then
     /// remove the temporary tags (one repository, or a whole buildset with --images).
     Promote(publish_cmd::PromoteArgs),
@@ -71,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Copy(args) => copy_cmd::run(args),
         Command::PullAhead(args) => zuul_cmd::pull_ahead(args),
         Command::PushIntermediate(args) => zuul_cmd::push_intermediate(args),
+        Command::Upload(args) => publish_cmd::upload(args),
         Command::Promote(args) => publish_cmd::promote(args),
         Command::CleanupTags(args) => publish_cmd::cleanup_tags(args),
         Command::CredentialHelper { action } => {

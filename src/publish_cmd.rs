@@ -16,6 +16,7 @@ use specreg_registry::publish::{promote, RepoLocation, TempPrefix};
 use specreg_registry::reference::{Digest, Tag};
 
 use crate::access::{access_args, docker_config};
+use crate::copy_cmd::{self, DstAccess, SrcAccess, TransferArgs};
 
 access_args!(RegistryAccess, "target", "creds", "creds-file", "info", "ca", "cert-dir", "insecure", "SPECREG_CREDS");
 
@@ -295,4 +296,75 @@ pub fn cleanup_tags(args: CleanupArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[derive(Args)]
+pub struct UploadArgs {
+    /// The tested image: docker://HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:DIR[:NAME].
+    source: String,
+    /// The final repository, REGISTRY/REPO.
+    #[arg(long)]
+    to: String,
+    /// Final tags, comma-separated or repeated; each is uploaded as <prefix><tag>.
+    #[arg(long, value_delimiter = ',', required = true)]
+    tags: Vec<String>,
+    #[command(flatten)]
+    prefix: PrefixArgs,
+    #[command(flatten)]
+    src: SrcAccess,
+    #[command(flatten)]
+    dst: DstAccess,
+    /// Talk plain HTTP to both registries.
+    #[arg(long)]
+    insecure: bool,
+    #[command(flatten)]
+    transfer: TransferArgs,
+    /// Write the image list `promote --images` takes, with the uploaded digest.
+    #[arg(long, value_name = "FILE")]
+    write_images: Option<PathBuf>,
+}
+
+pub fn upload(args: UploadArgs) -> anyhow::Result<()> {
+    let prefix = args.prefix.prefix()?;
+    let tags = parse_tags(&args.tags)?;
+    let temp_tags: Vec<Tag> = tags.iter().map(|t| prefix.temp_tag(t)).collect::<Result<_, _>>()?;
+    let repo = RepoLocation::parse(&args.to)?;
+    let docker = args.transfer.docker_config()?;
+    let mut src_access = args.src.access();
+    let mut dst_access = args.dst.access();
+    src_access.insecure |= args.insecure;
+    dst_access.insecure |= args.insecure;
+    let chunk = args.transfer.chunk_size;
+    let (report, digest) = copy_cmd::runtime()?.block_on(async {
+        let src = copy_cmd::endpoint(&args.source, &src_access, &docker, chunk, false).context("source")?;
+        let client = dst_access.client(Some(&repo.registry), &docker, chunk).context("destination")?;
+        let copier = args.transfer.copier();
+        specreg_registry::publish::upload::upload(&copier, &src, &client, &repo, &temp_tags)
+            .await
+            .with_context(|| format!("uploading {} to {repo}", args.source))
+    })?;
+    copy_cmd::print_summary(&report);
+    let mut out = std::io::stdout().lock();
+    for t in &temp_tags {
+        writeln!(out, "uploaded {repo}:{t} {digest}")?;
+    }
+    if args.transfer.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    }
+    if let Some(path) = &args.write_images {
+        write_atomic(path, images::list_json(&repo, &tags, &digest).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Temp file beside `path`, fsync, rename: a reader sees the old list or the new one.
+fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

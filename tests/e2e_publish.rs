@@ -537,3 +537,63 @@ fn cleanup_tags_through_hub_and_quay_apis() {
         assert_eq!(deletes, 75, "{flavour}: each stale tag deleted through the API");
     }
 }
+
+/// The gate-to-release path: `specreg upload` of an OCI layout (through the copy engine)
+/// leaves only temporary tags and writes the image list; `specreg promote --images` of
+/// that list moves the final tags to the uploaded digest and removes the temporary tags.
+fn upload_then_promote(reg: &Registry, multi_arch: bool) {
+    let work = TempTree::new("publish-upload");
+    let sk = Skopeo::new();
+    let layout = work.join("layout");
+    let digest = if multi_arch {
+        multi_arch_layout(&layout, "tested", 64 << 10).index.digest
+    } else {
+        single_arch_layout(&layout, "tested", 64 << 10).manifest.digest
+    };
+    let repo = if multi_arch { "up/multi" } else { "up/single" };
+    let loc = format!("{}/{repo}", reg.addr());
+    let list = work.join("images.json").display().to_string();
+    let src = format!("oci:{}:tested", layout.display());
+    let mut args = vec!["upload", &src, "--to", &loc, "--tags", "latest,2.1", "--change", "77", "--insecure", "--write-images", &list];
+    let creds_file = work.join("dst-creds").display().to_string();
+    if let Some((u, p)) = creds_of(reg) {
+        fs::write(&creds_file, format!("{u}:{p}\n")).unwrap();
+        args.extend(["--dst-creds-file", &creds_file]);
+    }
+    let o = specreg(&work, &args);
+    assert!(o.success(), "{}", o.describe());
+    for t in ["change_77_latest", "change_77_2.1"] {
+        assert!(o.stdout.contains(&format!("uploaded {loc}:{t} {digest}")), "{}", o.describe());
+        assert_eq!(skopeo_digest(&sk, reg, repo, t), digest, "{repo}:{t} as skopeo sees it");
+    }
+    let mut tags = reg.tags(repo);
+    tags.sort();
+    assert_eq!(tags, ["change_77_2.1", "change_77_latest"], "upload sets temporary tags only");
+    let written: Value = serde_json::from_str(&fs::read_to_string(&list).unwrap()).unwrap();
+    assert_eq!(written["images"][0]["digest"], digest.as_str());
+    reg.assert_complete(repo, &reg.manifest(repo, "change_77_latest"));
+
+    let acc = access(&work, reg);
+    let mut args = vec!["promote", "--images", &list, "--change", "77"];
+    args.extend(acc.iter().map(String::as_str));
+    let o = specreg(&work, &args);
+    assert!(o.success(), "{}", o.describe());
+    for t in ["latest", "2.1"] {
+        assert_eq!(skopeo_digest(&sk, reg, repo, t), digest, "{repo}:{t} after promote");
+    }
+    let mut tags = reg.tags(repo);
+    tags.sort();
+    assert_eq!(tags, ["2.1", "latest"]);
+}
+
+#[test]
+fn upload_then_promote_on_specreg() {
+    let reg = Registry::start_specreg();
+    upload_then_promote(&reg, false);
+}
+
+#[test]
+fn upload_then_promote_multi_arch_on_distribution() {
+    let reg = Registry::start_distribution_htpasswd(DIST_USER, DIST_PASSWORD);
+    upload_then_promote(&reg, true);
+}

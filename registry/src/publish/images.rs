@@ -123,6 +123,16 @@ fn from_artifacts(list: Value) -> Result<Vec<PromoteTarget>, PublishError> {
     Ok(out)
 }
 
+/// specreg's list for one repository, as `upload --write-images` writes it for promote.
+pub fn list_json(repo: &RepoLocation, tags: &[Tag], digest: &Digest) -> String {
+    let doc = serde_json::json!({"images": [{
+        "repository": repo.to_string(),
+        "tags": tags.iter().map(Tag::as_str).collect::<Vec<_>>(),
+        "digest": digest.to_string(),
+    }]});
+    serde_json::to_string_pretty(&doc).expect("JSON serialises") + "\n"
+}
+
 /// Keeps list order; a repeated repository:tag takes the later entry's digest.
 fn push_or_replace(out: &mut Vec<PromoteTarget>, t: PromoteTarget) {
     match out.iter_mut().find(|o| o.repo == t.repo && o.tag == t.tag) {
@@ -137,6 +147,16 @@ mod tests {
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn written_lists_read_back() {
+        let repo = RepoLocation::parse("quay.io/org/a").unwrap();
+        let tags = vec![Tag::parse("latest").unwrap(), Tag::parse("1.2").unwrap()];
+        let d = Digest::parse(D1).unwrap();
+        let t = parse(&list_json(&repo, &tags, &d)).unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(t.iter().all(|t| t.repo == repo && t.expect.as_ref() == Some(&d)));
+    }
 
     #[test]
     fn specreg_list() {

@@ -12,6 +12,7 @@ pub mod naming;
 pub mod promote;
 pub mod remote;
 pub mod tag_api;
+pub mod upload;
 
 pub use images::PromoteTarget;
 pub use location::RepoLocation;
