@@ -126,9 +126,14 @@ pub async fn plan(
 pub async fn apply(store: &dyn TagStore, moves: &[PlannedMove]) -> Result<(), PublishError> {
     for (i, m) in moves.iter().enumerate() {
         if let Err(e) = move_one(store, m).await {
-            // The failed tag may have moved before its check failed: undo it too.
             let mut undone = Vec::new();
-            for done in moves[..=i].iter().rev() {
+            // The failed tag itself is undone only if it changed (a PUT that the registry
+            // stored although its answer was lost, or a check that failed after the PUT).
+            let previous = m.previous.as_ref().map(|p| p.digest.clone());
+            if !matches!(store.resolve(&m.repo, &m.target).await, Ok(now) if now == previous) {
+                undone.push(undo_one(store, m).await);
+            }
+            for done in moves[..i].iter().rev() {
                 undone.push(undo_one(store, done).await);
             }
             return Err(PublishError::RolledBack {
@@ -341,6 +346,7 @@ mod tests {
         let err = promote(&mem, &targets, &prefix).await.unwrap_err();
         let PublishError::RolledBack { failed, undone, .. } = &err else { panic!("{err}") };
         assert_eq!(failed, "r.io/c:latest");
+        assert_eq!(undone.len(), 2, "c:latest never moved, so only a and b are undone: {undone:?}");
         assert!(undone.contains(&Undo::Restored { repo: loc("r.io/a"), tag: tag("latest"), digest: old.digest.clone() }));
         assert!(undone.contains(&Undo::Removed { repo: loc("r.io/b"), tag: tag("latest") }));
         assert_eq!(digest_at(&mem, "r.io/a", "latest"), Some(old.digest.clone()));
