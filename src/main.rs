@@ -3,9 +3,11 @@
 
 mod access;
 mod copy_cmd;
+mod data_lock;
 mod info;
 mod progress;
 mod proxy_cmd;
+mod prune_cmd;
 mod publish_cmd;
 mod serve;
 mod use_cmd;
@@ -24,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run an OCI registry (a buildset or intermediate registry).
     Serve(serve::ServeArgs),
+    /// Expire old tags and delete what no kept tag reaches, in a data directory no
+    /// server is using.
+    Prune(prune_cmd::PruneArgs),
     /// Set this node's container clients up to pull through the buildset registry.
     Use(use_cmd::UseArgs),
     /// Run the node-local mirror proxy in the foreground.
@@ -70,6 +75,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Use(args) => use_cmd::run(args),
+        Command::Prune(args) => prune_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(args),
         Command::Copy(args) => copy_cmd::run(args),
         Command::PullAhead(args) => zuul_cmd::pull_ahead(args),

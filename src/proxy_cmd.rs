@@ -42,6 +42,10 @@ pub struct ProxyArgs {
     /// Name prefix (e.g. quay.io/org/) where a miss is an error, never an upstream image.
     #[arg(long = "authoritative")]
     pub authoritative: Vec<String>,
+    /// Stream blobs through the proxy instead of redirecting clients to signed URLs on the
+    /// buildset registry (for clients that cannot reach it or do not trust its CA).
+    #[arg(long)]
+    pub stream_blobs: bool,
 }
 
 /// Splits `REGISTRY=URL`.
@@ -82,6 +86,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     };
     config.no_upstream = args.no_upstream;
     config.authoritative = args.authoritative.clone();
+    config.blob_redirects = !args.stream_blobs;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

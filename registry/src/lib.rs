@@ -7,6 +7,7 @@ pub mod client;
 pub mod copy;
 pub mod error;
 pub mod manifest;
+pub mod prune;
 pub mod publish;
 pub mod reference;
 pub mod registry;

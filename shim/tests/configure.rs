@@ -168,7 +168,9 @@ fn apply_twice_then_undo_restores_every_byte() {
         dj.starts_with("{\n    \"mtu\": 1400,\n    \"registry-mirrors\""),
         "{dj}"
     );
-    assert_eq!(read(r, "/etc/docker/certs.d/127.0.0.1:41234/ca.crt"), MIRROR_CA);
+    // The mirror's trust: the node CA, then the buildset CA (blob downloads are redirected there).
+    let mirror_trust = format!("{MIRROR_CA}{BUILDSET_CA}\n");
+    assert_eq!(read(r, "/etc/docker/certs.d/127.0.0.1:41234/ca.crt"), mirror_trust);
     assert_eq!(
         read(r, "/etc/docker/certs.d/buildset-registry:5000/ca.crt"),
         format!("{BUILDSET_CA}\n")
@@ -194,7 +196,7 @@ fn apply_twice_then_undo_restores_every_byte() {
             "{reg}: {dropin}"
         );
     }
-    assert_eq!(read(r, "/etc/containers/certs.d/127.0.0.1:41234/ca.crt"), MIRROR_CA);
+    assert_eq!(read(r, "/etc/containers/certs.d/127.0.0.1:41234/ca.crt"), mirror_trust);
 
     // containerd: the existing quay.io hosts.toml keeps its host after ours; others are new.
     let quay = read(r, "/etc/containerd/certs.d/quay.io/hosts.toml");
@@ -214,7 +216,7 @@ fn apply_twice_then_undo_restores_every_byte() {
         hub.contains("ca = \"/etc/containerd/certs.d/127.0.0.1:41234/ca.crt\""),
         "{hub}"
     );
-    assert_eq!(read(r, "/etc/containerd/certs.d/127.0.0.1:41234/ca.crt"), MIRROR_CA);
+    assert_eq!(read(r, "/etc/containerd/certs.d/127.0.0.1:41234/ca.crt"), mirror_trust);
     assert_eq!(read(r, "/etc/containerd/config.toml"), CONTAINERD_CONFIG);
 
     // buildkit

@@ -58,6 +58,16 @@ impl RegistryClient {
     /// Downloads a blob as a stream that fails (as its last item) if the bytes do not
     /// hash to `digest` or their count differs from `size` when given.
     pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, size: Option<u64>) -> Result<ByteStream, ClientError> {
+        self.blob_stream(repo, digest, size, true).await
+    }
+
+    /// Like [`Self::get_blob`] but checking only the size: for a stream that goes straight
+    /// into a registry upload, where the registry checks the digest (one hash pass fewer).
+    pub async fn get_blob_for_upload(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<ByteStream, ClientError> {
+        self.blob_stream(repo, digest, Some(size), false).await
+    }
+
+    async fn blob_stream(&self, repo: &RepoName, digest: &Digest, size: Option<u64>, hash: bool) -> Result<ByteStream, ClientError> {
         let url = self.blob_url(repo, digest)?;
         let resp = self.send(Method::GET, url.clone(), HeaderMap::new(), None, &Scope::pull(repo)).await?;
         let resp = expect(resp, Method::GET, &[200]).await?;
@@ -66,7 +76,10 @@ impl RegistryClient {
         let raw = resp.bytes_stream().map(move |r| {
             r.map_err(|e| ClientError::Transport { method: method.to_string(), url: shown.clone(), source: e.without_url() })
         });
-        Ok(verified(Box::pin(raw), digest.clone(), size, display_url(&url)))
+        Ok(match (hash, size) {
+            (false, Some(size)) => size_checked(Box::pin(raw), digest.clone(), size, display_url(&url)),
+            _ => verified(Box::pin(raw), digest.clone(), size, display_url(&url)),
+        })
     }
 
     /// Deletes a blob (registries often refuse: 405).
@@ -235,16 +248,24 @@ enum Started {
 
 /// Wraps `inner`, hashing and counting; the last item is an error on a mismatch.
 pub fn verified(inner: ByteStream, digest: Digest, size: Option<u64>, url: String) -> ByteStream {
-    Box::pin(Verified { inner, hasher: Some(digest.algorithm().hasher()), digest, size, seen: 0, url })
+    Box::pin(Verified { inner, hasher: Some(digest.algorithm().hasher()), digest, size, seen: 0, url, done: false })
+}
+
+/// Wraps `inner`, checking only the byte count against `size`: for copies into a
+/// registry, which verifies the digest of every upload itself.
+pub fn size_checked(inner: ByteStream, digest: Digest, size: u64, url: String) -> ByteStream {
+    Box::pin(Verified { inner, hasher: None, digest, size: Some(size), seen: 0, url, done: false })
 }
 
 struct Verified {
     inner: ByteStream,
+    /// `None` when only the size is checked.
     hasher: Option<Hasher>,
     digest: Digest,
     size: Option<u64>,
     seen: u64,
     url: String,
+    done: bool,
 }
 
 impl Stream for Verified {
@@ -252,32 +273,38 @@ impl Stream for Verified {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let Some(hasher) = this.hasher.as_mut() else { return Poll::Ready(None) };
+        if this.done {
+            return Poll::Ready(None);
+        }
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(b))) => {
-                hasher.update(&b);
+                if let Some(h) = this.hasher.as_mut() {
+                    h.update(&b);
+                }
                 this.seen += b.len() as u64;
                 if this.size.is_some_and(|s| this.seen > s) {
-                    this.hasher = None;
+                    this.done = true;
                     return Poll::Ready(Some(Err(ClientError::SizeMismatch { url: this.url.clone(), expected: this.size.unwrap_or(0), actual: this.seen })));
                 }
                 Poll::Ready(Some(Ok(b)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.hasher = None;
+                this.done = true;
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                let actual = this.hasher.take().expect("hasher present").finish();
+                this.done = true;
                 if let Some(expected) = this.size.filter(|s| *s != this.seen) {
                     return Poll::Ready(Some(Err(ClientError::SizeMismatch { url: this.url.clone(), expected, actual: this.seen })));
                 }
-                if actual != this.digest {
-                    return Poll::Ready(Some(Err(ClientError::DigestMismatch {
-                        url: this.url.clone(),
-                        expected: this.digest.to_string(),
-                        actual: actual.to_string(),
-                    })));
+                if let Some(actual) = this.hasher.take().map(Hasher::finish) {
+                    if actual != this.digest {
+                        return Poll::Ready(Some(Err(ClientError::DigestMismatch {
+                            url: this.url.clone(),
+                            expected: this.digest.to_string(),
+                            actual: actual.to_string(),
+                        })));
+                    }
                 }
                 Poll::Ready(None)
             }
@@ -340,7 +367,12 @@ mod tests {
         assert!(matches!(bad, Err(ClientError::DigestMismatch { .. })));
         let short = drain(verified(chunks(&[b"hello"]), d.clone(), Some(11), "u".into())).await;
         assert!(matches!(short, Err(ClientError::SizeMismatch { expected: 11, actual: 5, .. })));
-        let long = drain(verified(chunks(&[b"hello world", b"!"]), d, Some(11), "u".into())).await;
+        let long = drain(verified(chunks(&[b"hello world", b"!"]), d.clone(), Some(11), "u".into())).await;
         assert!(matches!(long, Err(ClientError::SizeMismatch { .. })));
+        // Size only: other bytes of the right length pass, a wrong length does not.
+        let other = drain(size_checked(chunks(&[b"hello there"]), d.clone(), 11, "u".into())).await.unwrap();
+        assert_eq!(other, b"hello there");
+        let short = drain(size_checked(chunks(&[b"hello"]), d, 11, "u".into())).await;
+        assert!(matches!(short, Err(ClientError::SizeMismatch { .. })));
     }
 }

@@ -125,9 +125,12 @@ impl Endpoint {
         }
     }
 
+    /// A blob's bytes for `dst`. Registries verify the digest of every upload and the
+    /// layout writer hashes what it writes, so a registry source is only size-checked
+    /// here: hashing in the client too would be a second pass over every byte.
     pub(super) async fn open_blob(&self, digest: &Digest, size: u64) -> Result<ByteStream, ClientError> {
         match self {
-            Endpoint::Registry { client, repo, .. } => client.get_blob(repo, digest, Some(size)).await,
+            Endpoint::Registry { client, repo, .. } => client.get_blob_for_upload(repo, digest, size).await,
             Endpoint::Layout { layout, .. } => layout.open_blob(digest, Some(size)).await,
         }
     }

@@ -85,6 +85,12 @@ pub struct ProxyConfig {
     /// How long a read waits for the buildset registry's or the upstream's response
     /// headers before answering 502.
     pub read_timeout: Duration,
+    /// Blob GETs that the buildset registry holds are answered with its `307` to a
+    /// short-lived signed URL of the blob, so the client fetches the bytes straight from the
+    /// buildset registry and the proxy stays out of the byte path (the client must trust
+    /// the buildset registry's CA: `use` puts it beside the node CA). Off, the proxy
+    /// streams every blob itself.
+    pub blob_redirects: bool,
 }
 
 impl ProxyConfig {
@@ -99,6 +105,7 @@ impl ProxyConfig {
             no_upstream: false,
             authoritative: Vec::new(),
             read_timeout: Duration::from_secs(30),
+            blob_redirects: true,
         }
     }
 }
@@ -152,6 +159,7 @@ impl Proxy {
             no_upstream: cfg.no_upstream,
             authoritative: cfg.authoritative.clone(),
             read_timeout: cfg.read_timeout,
+            blob_redirects: cfg.blob_redirects,
         };
         let listener = TcpListener::bind(cfg.listen)
             .await
