@@ -242,6 +242,11 @@ fn promote_suite(reg: &Registry) {
     let o = specreg(&work, &args);
     assert!(o.success(), "{}", o.describe());
     assert!(o.stdout.contains("specreg promote: 6 tag(s)"), "{}", o.describe());
+    // A retried job finds the temporary tags gone and the final tags on the tested
+    // digests: nothing to do, and no error.
+    let o = specreg(&work, &args);
+    assert!(o.success(), "a retried promote must succeed\n{}", o.describe());
+    assert!(o.stdout.contains("specreg promote: 0 tag(s)"), "{}", o.describe());
 
     for (repo, p) in &kinds {
         for t in ["latest", "1.0"] {

@@ -100,6 +100,15 @@ pub async fn plan(
         let manifest = match store.get(&t.repo, &temp).await? {
             Some(m) => m,
             None => {
+                // A retried promote: the earlier run moved this tag and removed the
+                // temporary one. Only the gate's digest can tell that apart from a
+                // missing upload.
+                if let Some(expect) = &t.expect {
+                    if store.resolve(&t.repo, &t.tag).await?.as_ref() == Some(expect) {
+                        tracing::info!(repo = %t.repo, tag = %t.tag, "already promoted");
+                        continue;
+                    }
+                }
                 problems.push(format!("{}:{temp} does not exist", t.repo));
                 continue;
             }
@@ -309,6 +318,23 @@ mod tests {
         assert_eq!(report.moved[0].previous.as_ref().unwrap().digest, old.digest);
         // Same media type and bytes as the temporary tag.
         assert_eq!(mem.tags.lock().unwrap()[&key(&loc("r.io/a"), &tag("latest"))], new);
+    }
+
+    #[tokio::test]
+    async fn a_retried_promote_with_the_gate_digest_is_a_no_op() {
+        let mem = Mem::default();
+        let new = manifest("new", OCI_MANIFEST);
+        set(&mem, "r.io/a", "change_3_latest", &new);
+        let prefix = TempPrefix::for_change(3);
+        promote(&mem, &[target("r.io/a", "latest", Some(&new))], &prefix).await.unwrap();
+        let again = promote(&mem, &[target("r.io/a", "latest", Some(&new))], &prefix).await.unwrap();
+        assert!(again.moved.is_empty() && again.deleted.is_empty());
+        assert_eq!(digest_at(&mem, "r.io/a", "latest"), Some(new.digest.clone()));
+        // Without the digest a missing temporary tag stays an error.
+        assert!(matches!(
+            promote(&mem, &[target("r.io/a", "latest", None)], &prefix).await,
+            Err(PublishError::Check(_))
+        ));
     }
 
     #[tokio::test]
