@@ -602,3 +602,38 @@ fn upload_then_promote_multi_arch_on_distribution() {
     let reg = Registry::start_distribution_htpasswd(DIST_USER, DIST_PASSWORD);
     upload_then_promote(&reg, true);
 }
+
+/// cleanup-tags on distribution 2.8 with htpasswd: its OCI API refuses tag deletes, so
+/// every stale tag goes through a placeholder manifest; tags sharing a digest with a stale
+/// tag (here `latest`) must survive.
+#[test]
+fn cleanup_tags_on_distribution() {
+    let reg = Registry::start_distribution_htpasswd(DIST_USER, DIST_PASSWORD);
+    let work = TempTree::new("publish-cleanup-dist");
+    let repo = "sweep/dist";
+    let now = now_unix();
+    let old = push_dated_image(&reg, repo, &rfc3339(now - 3 * 86400), &unique_marker("old"));
+    let fresh = push_dated_image(&reg, repo, &rfc3339(now - 60), &unique_marker("fresh"));
+    let mut kept = vec!["latest".to_owned()];
+    for i in 0..24 {
+        let (p, t) = if i % 2 == 0 { (&old, format!("change_{i}_a")) } else { (&fresh, format!("change_{i}_a")) };
+        put_manifest(&reg, repo, &t, &p.media_type, &p.bytes);
+        if i % 2 == 1 {
+            kept.push(t);
+        }
+    }
+    put_manifest(&reg, repo, "latest", &old.media_type, &old.bytes);
+    let loc = format!("{}/{repo}", reg.addr());
+    let mut args = vec!["cleanup-tags", "--repo", &loc, "--older-than", "2d", "--pattern", "change_*", "--page-size", "10"];
+    let acc = access(&work, &reg);
+    args.extend(acc.iter().map(String::as_str));
+    let o = specreg(&work, &args);
+    assert!(o.success(), "{}", o.describe());
+    assert!(o.stdout.contains("25 tags, 24 matching, 12 removed"), "{}", o.describe());
+    let mut left = reg.tags(repo);
+    left.sort();
+    kept.sort();
+    assert_eq!(left, kept);
+    assert_eq!(resolve(&reg, repo, "latest").as_deref(), Some(old.digest.as_str()), "latest kept its manifest");
+    reg.assert_complete(repo, &reg.manifest(repo, "latest"));
+}
