@@ -75,7 +75,7 @@ pub fn endpoint(spec: &str, access: &Access, docker: &DockerConfig, chunk_size: 
             None => (rest, None),
         };
         let dir = Path::new(dir);
-        let layout = if create_layout { Layout::open_or_create(dir)? } else { Layout::open(dir)? };
+        let layout = if create_layout { Layout::create_on_write(dir) } else { Layout::open(dir)? };
         return Ok(Endpoint::Layout { layout, name });
     }
     anyhow::bail!("{spec}: expected docker://HOST/REPO[:TAG] or oci:DIR[:NAME]")

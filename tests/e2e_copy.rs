@@ -294,3 +294,55 @@ fn push_intermediate_mounts_shared_layers() {
     }
 }
 
+
+/// Credentials from docker's config.json: an `auths` entry (base64 `user:password`) for
+/// one registry and a credential helper (`credHelpers`, run from PATH) for another; the
+/// CA from `--src-ca` / `--dst-cert-dir`. Without credentials the copy is refused.
+#[test]
+fn copy_with_docker_config_credentials() {
+    let a = Registry::start_specreg_with(&["--no-fsync"]);
+    let b = Registry::start_specreg_with(&["--no-fsync"]);
+    let work = TempTree::new("copy-authfile");
+    let img = single_arch_layout(&work.join("src"), "v1", 64 << 10);
+    copy_json(&[&format!("oci:{}:v1", work.join("src").display()), &format!("docker://{}/e2e/app:v1", a.addr()), "--dst-info", &info_path(&a)]);
+
+    let ca_a = work.join("a-ca.pem");
+    std::fs::write(&ca_a, &a.info().cert).unwrap();
+    let cert_dir_b = write_ca_dir(&work.join("b-certs"), &b.info().cert);
+    // The helper answers for registry b only, with b's credentials.
+    let bin = work.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-e2e");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread server\n[ \"$server\" = \"{}\" ] || {{ echo 'credentials not found'; exit 1; }}\nprintf '{{\"Username\":\"%s\",\"Secret\":\"%s\"}}' '{}' '{}'\n",
+            b.addr(),
+            b.info().username,
+            b.info().password
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755)).unwrap();
+    let config = work.join("config.json");
+    let auth = b64(a.info().creds().as_bytes());
+    std::fs::write(&config, json!({"auths": {a.addr(): {"auth": auth}}, "credHelpers": {b.addr(): "e2e"}}).to_string()).unwrap();
+
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let src = format!("docker://{}/e2e/app:v1", a.addr());
+    let dst = format!("docker://{}/e2e/app:v1", b.addr());
+    let out = run_ok(specreg().env("PATH", &path).args(["copy", "--json", "--authfile", &config.display().to_string(), "--src-ca", &ca_a.display().to_string(), "--dst-cert-dir", &cert_dir_b.display().to_string(), &src, &dst]));
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["digest"], img.manifest.digest.as_str());
+    let m = b.manifest("e2e/app", "v1");
+    assert_eq!(m.bytes, img.manifest_bytes);
+    b.assert_complete("e2e/app", &m);
+
+    // An empty config: anonymous, refused by registry a, with its URL in the message.
+    let empty = work.join("empty.json");
+    std::fs::write(&empty, "{}").unwrap();
+    let never = work.join("never");
+    let o = run_fails(specreg().args(["copy", "--authfile", &empty.display().to_string(), "--src-ca", &ca_a.display().to_string(), &src, &format!("oci:{}", never.display())]));
+    assert!(o.stderr.contains("401") && o.stderr.contains(a.addr()), "{}", o.describe());
+    assert!(!never.exists(), "a failed copy creates no layout");
+}

@@ -74,7 +74,7 @@ impl RegistryClient {
         let shown = display_url(&url);
         let method = Method::GET;
         let raw = resp.bytes_stream().map(move |r| {
-            r.map_err(|e| ClientError::Transport { method: method.to_string(), url: shown.clone(), source: e.without_url() })
+            r.map_err(|e| ClientError::Transport { method: method.to_string(), url: shown.clone(), cause: e.without_url() })
         });
         Ok(match (hash, size) {
             (false, Some(size)) => size_checked(Box::pin(raw), digest.clone(), size, display_url(&url)),

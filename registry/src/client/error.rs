@@ -57,14 +57,10 @@ pub enum ClientError {
         status: u16,
         errors: RemoteErrors,
     },
-    /// The connection failed or dropped.
-    #[error("{method} {url}: {source}")]
-    Transport {
-        method: String,
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The connection failed or dropped. The message carries the whole cause chain, so
+    /// the cause is not repeated as a `source()`.
+    #[error("{method} {url}: {}", chain(cause))]
+    Transport { method: String, url: String, cause: reqwest::Error },
     /// Authentication was refused (by the registry or its token service).
     #[error("{url}: authentication failed: {message}")]
     Auth { url: String, message: String },
@@ -84,12 +80,22 @@ pub enum ClientError {
     #[error("credentials: {0}")]
     Credentials(String),
     /// A local source or sink of blob bytes failed (an OCI layout file).
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+}
+
+/// `outer: inner: innermost`, with a cause that merely repeats its parent left out.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
 }
 
 impl ClientError {

@@ -292,7 +292,7 @@ fn transient_transport(e: &reqwest::Error) -> bool {
 }
 
 fn transport(method: &Method, url: &Url, e: reqwest::Error) -> ClientError {
-    ClientError::Transport { method: method.to_string(), url: display_url(url), source: e.without_url() }
+    ClientError::Transport { method: method.to_string(), url: display_url(url), cause: e.without_url() }
 }
 
 /// A URL for messages: no query (upload state, presigned signatures) and no userinfo.

@@ -118,6 +118,15 @@ impl Endpoint {
         Ok(())
     }
 
+    /// A blob's size, for manifests that do not state it (Docker schema 1).
+    pub(super) async fn blob_size(&self, digest: &Digest) -> Result<u64, CopyError> {
+        let size = match self {
+            Endpoint::Registry { client, repo, .. } => client.blob_size(repo, digest).await?,
+            Endpoint::Layout { layout, .. } => std::fs::metadata(layout.blob_path(digest)).ok().map(|m| m.len()),
+        };
+        size.ok_or_else(|| CopyError::NotFound(format!("{self}: blob {digest} is missing")))
+    }
+
     pub(super) async fn has_blob(&self, digest: &Digest) -> Result<bool, CopyError> {
         match self {
             Endpoint::Registry { client, repo, .. } => Ok(client.blob_size(repo, digest).await?.is_some()),

@@ -31,7 +31,7 @@ pub struct Layout {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CopyError + '_ {
-    move |e| CopyError::Client(ClientError::Io { path: path.display().to_string(), source: e })
+    move |e| CopyError::Client(ClientError::Io { path: path.display().to_string(), error: e })
 }
 
 impl Layout {
@@ -45,8 +45,21 @@ impl Layout {
         Ok(Layout { dir: dir.to_owned() })
     }
 
+    /// A destination layout at `dir`, created (directory, `oci-layout`, `index.json`) only
+    /// when the first blob is written, so a copy that fails early leaves nothing behind.
+    pub fn create_on_write(dir: &Path) -> Layout {
+        Layout { dir: dir.to_owned() }
+    }
+
     /// Opens a layout, creating an empty one (directory, `oci-layout`, `index.json`) if needed.
     pub fn open_or_create(dir: &Path) -> Result<Layout, CopyError> {
+        let layout = Layout::create_on_write(dir);
+        layout.ensure_created()?;
+        Ok(layout)
+    }
+
+    fn ensure_created(&self) -> Result<(), CopyError> {
+        let dir = &self.dir;
         std::fs::create_dir_all(dir.join("blobs")).map_err(io_err(dir))?;
         let marker = dir.join("oci-layout");
         if !marker.exists() {
@@ -57,7 +70,7 @@ impl Layout {
             let empty = json!({"schemaVersion": 2, "mediaType": crate::manifest::OCI_INDEX, "manifests": []});
             write_atomic(&index, &serde_json::to_vec_pretty(&empty).expect("JSON serialises"))?;
         }
-        Ok(Layout { dir: dir.to_owned() })
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -128,7 +141,7 @@ impl Layout {
         let shown = path.display().to_string();
         let file = tokio::fs::File::open(&path)
             .await
-            .map_err(|e| ClientError::Io { path: shown.clone(), source: e })?;
+            .map_err(|e| ClientError::Io { path: shown.clone(), error: e })?;
         let shown2 = shown.clone();
         let raw = futures_util::stream::unfold(Some(file), move |state| {
             let shown = shown2.clone();
@@ -141,7 +154,7 @@ impl Layout {
                         buf.truncate(n);
                         Some((Ok(Bytes::from(buf)), Some(file)))
                     }
-                    Err(e) => Some((Err(ClientError::Io { path: shown, source: e }), None)),
+                    Err(e) => Some((Err(ClientError::Io { path: shown, error: e }), None)),
                 }
             }
         });
@@ -151,6 +164,7 @@ impl Layout {
     /// Writes a blob from `stream` (already verified by its producer; checked again
     /// here) to a temporary file, syncs it and renames it into place.
     pub async fn write_blob(&self, digest: &Digest, mut stream: ByteStream) -> Result<u64, CopyError> {
+        self.ensure_created()?;
         let path = self.blob_path(digest);
         let parent = path.parent().expect("blob paths have a parent");
         tokio::fs::create_dir_all(parent).await.map_err(io_err(parent))?;
@@ -192,6 +206,7 @@ impl Layout {
 
     /// Records the manifest in `index.json`, replacing an entry of the same name.
     pub fn add_to_index(&self, entry: &Entry, name: Option<&str>) -> Result<(), CopyError> {
+        self.ensure_created()?;
         let mut index = self.index()?;
         let mut manifests = index["manifests"].as_array().cloned().unwrap_or_default();
         manifests.retain(|m| match name {

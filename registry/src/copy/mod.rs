@@ -147,10 +147,15 @@ impl Copier {
                 if !seen.insert(b.digest.clone()) {
                     continue;
                 }
-                let size = b.size.unwrap_or(0);
                 if node.present {
                     present_blobs.insert(b.digest.clone());
+                    wanted.push((b.digest, b.size.unwrap_or(0)));
+                    continue;
                 }
+                let size = match b.size {
+                    Some(s) => s,
+                    None => src.blob_size(&b.digest).await?,
+                };
                 wanted.push((b.digest, size));
             }
         }
