@@ -107,7 +107,7 @@ fn push_image_blobs(reg: &Registry, repo: &str, layout: &std::path::Path, img: &
     }
 }
 
-/// The four kinds of manifest a gate may publish, each pushed (blobs and manifest by
+/// The five kinds of manifest a gate may publish, each pushed (blobs and manifest by
 /// digest) into its own repository under `base`.
 fn push_kinds(reg: &Registry, work: &TempTree, base: &str) -> Vec<(String, Pushed)> {
     let layout = work.join("layout");
@@ -164,6 +164,27 @@ fn push_kinds(reg: &Registry, work: &TempTree, base: &str) -> Vec<(String, Pushe
     .unwrap();
     let digest = put_manifest(reg, &repo, &digest_of(&bytes), DOCKER_MANIFEST, &bytes);
     out.push((repo, Pushed { media_type: DOCKER_MANIFEST.into(), digest, bytes }));
+
+    // A Docker manifest list over two Docker schema 2 images.
+    let repo = format!("{base}/dockerlist");
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let img = w.add_image(arch, &marker, &format!("{marker}-dl-{arch}"), 1024);
+        push_image_blobs(reg, &repo, &layout, &img);
+        let child = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "digest": img.config.digest, "size": img.config.size},
+            "layers": img.layers.iter().map(|l| json!({"mediaType": DOCKER_LAYER_GZIP, "digest": l.digest, "size": l.size})).collect::<Vec<_>>()
+        }))
+        .unwrap();
+        let d = put_manifest(reg, &repo, &digest_of(&child), DOCKER_MANIFEST, &child);
+        entries.push(json!({"mediaType": DOCKER_MANIFEST, "digest": d, "size": child.len(),
+                            "platform": {"architecture": arch, "os": "linux"}}));
+    }
+    let bytes = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": entries})).unwrap();
+    let digest = put_manifest(reg, &repo, &digest_of(&bytes), DOCKER_LIST, &bytes);
+    out.push((repo, Pushed { media_type: DOCKER_LIST.into(), digest, bytes }));
     out
 }
 
@@ -182,9 +203,9 @@ fn skopeo_digest(sk: &Skopeo, reg: &Registry, repo: &str, tag: &str) -> String {
     digest_of(&o.stdout_bytes)
 }
 
-/// The whole promote story on one registry: wrong digests stop everything; single
-/// image, index, artifact and Docker image move by manifest; temporary tags go; other
-/// tags on the same digests stay.
+/// The whole promote story on one registry: wrong digests stop everything; OCI image,
+/// OCI index, OCI artifact, Docker image and Docker manifest list move by manifest;
+/// temporary tags go; other tags on the same digests stay.
 fn promote_suite(reg: &Registry) {
     let work = TempTree::new("publish");
     let sk = Skopeo::new();
@@ -241,7 +262,7 @@ fn promote_suite(reg: &Registry) {
     args.extend(&acc);
     let o = specreg(&work, &args);
     assert!(o.success(), "{}", o.describe());
-    assert!(o.stdout.contains("specreg promote: 6 tag(s)"), "{}", o.describe());
+    assert!(o.stdout.contains("specreg promote: 8 tag(s)"), "{}", o.describe());
     // A retried job finds the temporary tags gone and the final tags on the tested
     // digests: nothing to do, and no error.
     let o = specreg(&work, &args);
