@@ -501,6 +501,11 @@ fn cleanup_tags_by_image_age_with_pagination() {
     assert_eq!(reg.tags(repo).len(), 132);
 
     let loc = format!("{}/{repo}", reg.addr());
+    // A dry run names the same tags and removes none.
+    let o = specreg(&work, &["cleanup-tags", "--repo", &loc, "--older-than", "24h", "--pattern", "change_*", "--page-size", "25", "--insecure", "--dry-run"]);
+    assert!(o.success(), "{}", o.describe());
+    assert!(o.stdout.contains(&format!("132 tags, 130 matching, {} would remove", expect_gone.len())), "{}", o.describe());
+    assert_eq!(reg.tags(repo).len(), 132, "a dry run removes nothing");
     let o = specreg(&work, &["cleanup-tags", "--repo", &loc, "--older-than", "24h", "--pattern", "change_*", "--page-size", "25", "--insecure"]);
     assert!(o.success(), "{}", o.describe());
     assert!(o.stdout.contains(&format!("132 tags, 130 matching, {} removed", expect_gone.len())), "{}", o.describe());
