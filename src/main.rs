@@ -8,6 +8,7 @@ mod info;
 mod progress;
 mod proxy_cmd;
 mod prune_cmd;
+mod publish_cmd;
 mod serve;
 mod use_cmd;
 mod zuul_cmd;
@@ -40,6 +41,14 @@ enum Command {
     /// Copy images built in this buildset to the intermediate registry as
     /// <repo>:<build>_<tag> and print the Zuul artifacts document.
     PushIntermediate(zuul_cmd::PushIntermediateArgs),
+    /// Upload the tested image to its final repository under temporary tags only
+    /// (<prefix><tag>), for promote to move after the merge.
+    Upload(publish_cmd::UploadArgs),
+    /// Promote: move final tags to the gate's temporary tags by manifest alone, then
+    /// remove the temporary tags (one repository, or a whole buildset with --images).
+    Promote(publish_cmd::PromoteArgs),
+    /// Remove stale temporary tags (e.g. change_*) older than a given age.
+    CleanupTags(publish_cmd::CleanupArgs),
     /// The docker credential helper protocol (also as `docker-credential-specreg`).
     CredentialHelper {
         /// get, store, erase, list or version.
@@ -71,6 +80,9 @@ fn main() -> std::process::ExitCode {
         Command::Copy(args) => copy_cmd::run(args),
         Command::PullAhead(args) => zuul_cmd::pull_ahead(args),
         Command::PushIntermediate(args) => zuul_cmd::push_intermediate(args),
+        Command::Upload(args) => publish_cmd::upload(args),
+        Command::Promote(args) => publish_cmd::promote(args),
+        Command::CleanupTags(args) => publish_cmd::cleanup_tags(args),
         Command::CredentialHelper { action } => {
             let args = vec!["docker-credential-specreg".to_owned(), action];
             return exit_code(specreg_shim::credential_helper::main_with_args(&args));

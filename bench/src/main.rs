@@ -10,6 +10,7 @@ mod client;
 mod copy;
 mod load;
 mod node;
+mod promote;
 mod report;
 mod servers;
 mod workload;
@@ -90,6 +91,13 @@ struct Args {
     /// [default: 256, quick 32].
     #[arg(long, value_name = "MIB")]
     node_blob_mib: Option<u64>,
+    /// promote phase: size of the big image's layer in MiB [default: 1024, quick 64]; the
+    /// small image has 10 MiB (quick 4).
+    #[arg(long, value_name = "MIB")]
+    promote_big_mib: Option<u64>,
+    /// promote phase: timed promotes per image and server [default: 7, quick 3].
+    #[arg(long, value_name = "N")]
+    promote_runs: Option<usize>,
     /// node phase: `specreg use` + `--undo` cycles [default: 5, quick 3].
     #[arg(long, value_name = "N")]
     use_runs: Option<usize>,
@@ -202,7 +210,7 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     let specreg_bin = args.specreg.clone().unwrap_or_else(default_specreg);
-    if (node_phase || copy_phase || kinds.iter().any(|k| *k != ServerKind::Distribution)) && !specreg_bin.is_file() {
+    if (node_phase || copy_phase || phases.contains(&Phase::Promote) || kinds.iter().any(|k| *k != ServerKind::Distribution)) && !specreg_bin.is_file() {
         bail!(
             "no specreg binary at {} (run `cargo build --release -p specreg`, or bench/run.sh, or pass --specreg)",
             specreg_bin.display()
@@ -401,6 +409,26 @@ async fn run(args: Args) -> Result<()> {
         None
     };
 
+    let promote_rows = if phases.contains(&Phase::Promote) {
+        let cfg = promote::PromoteConfig {
+            specreg: specreg_bin.clone(),
+            distribution: args.distribution.clone(),
+            dir: root.clone(),
+            small_bytes: if quick { 4 << 20 } else { 10 << 20 },
+            big_bytes: args.promote_big_mib.unwrap_or(if quick { 64 } else { 1024 }).max(1) << 20,
+            runs: args.promote_runs.unwrap_or(if quick { 3 } else { 7 }).max(1),
+        };
+        eprintln!(
+            "promote phase: {} and {} MiB images, {} promotes each, on specreg and distribution",
+            cfg.small_bytes >> 20,
+            cfg.big_bytes >> 20,
+            cfg.runs
+        );
+        Some(promote::run(&cfg).await?)
+    } else {
+        None
+    };
+
     let mut out = String::new();
     out.push_str(&format!(
         "specreg-bench ({} run): {} CPUs ({}), kernel {}\n",
@@ -460,6 +488,13 @@ async fn run(args: Args) -> Result<()> {
         }
         out.push_str(&c.table());
     }
+    if let Some(rows) = &promote_rows {
+        out.push_str(
+            "\npromote (issue #8): wall time of one `specreg promote` process (GET temporary tag, PUT final tag, \
+             check, remove temporary tag); a manifest-only retag, so big/small should be 1 within noise\n\n",
+        );
+        out.push_str(&promote::table(rows));
+    }
     print!("{out}");
 
     if let Some(path) = &args.json {
@@ -516,6 +551,7 @@ async fn run(args: Args) -> Result<()> {
                 v
             }),
             "copy": copy_result.as_ref().map(copy::CopyResult::to_json),
+            "promote": promote_rows.as_deref().map(promote::to_json),
         });
         let mut bytes = serde_json::to_vec_pretty(&doc)?;
         bytes.push(b'\n');

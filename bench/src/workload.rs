@@ -39,14 +39,27 @@ pub enum Phase {
     /// specreg only against skopeo (issue #7): `specreg copy` and `skopeo copy` of the same
     /// 10-layer image between two local registries, and a re-copy that must move nothing.
     Copy,
+    /// specreg promote (issue #8) of a small and a big image, on specreg and distribution:
+    /// a manifest-only retag, so the time must not depend on the image size.
+    Promote,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 8] =
-        [Phase::Mono, Phase::Chunked, Phase::Pull, Phase::Small, Phase::Manifests, Phase::Load, Phase::Node, Phase::Copy];
-    /// The phases run against every server (all but `node` and `copy`).
+    pub const ALL: [Phase; 9] = [
+        Phase::Mono,
+        Phase::Chunked,
+        Phase::Pull,
+        Phase::Small,
+        Phase::Manifests,
+        Phase::Load,
+        Phase::Node,
+        Phase::Copy,
+        Phase::Promote,
+    ];
+    /// The phases run against every server (all but `node`, `copy` and `promote`, which
+    /// start their own).
     pub fn per_server(self) -> bool {
-        !matches!(self, Phase::Node | Phase::Copy)
+        !matches!(self, Phase::Node | Phase::Copy | Phase::Promote)
     }
 }
 

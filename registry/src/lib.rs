@@ -8,6 +8,7 @@ pub mod copy;
 pub mod error;
 pub mod manifest;
 pub mod prune;
+pub mod publish;
 pub mod reference;
 pub mod registry;
 pub mod server;
