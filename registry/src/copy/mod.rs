@@ -164,6 +164,14 @@ impl Copier {
         self.progress.image_started(&src.to_string(), wanted.len(), total);
 
         let blobs = self.move_blobs(src, dst, wanted, &present_blobs).await?;
+        // The source repository holds these blobs too (its manifests reference them): a
+        // later copy into its registry in this run can mount from it.
+        let src_registry = src.registry_key();
+        for b in &blobs {
+            if let Ok(d) = Digest::parse(&b.digest) {
+                self.remember(&src_registry, src, &d);
+            }
+        }
 
         // Children first, so no registry sees a reference to a manifest it lacks.
         let mut manifests = Vec::new();
@@ -304,8 +312,9 @@ impl Copier {
         Ok(reports.into_iter().flatten().collect())
     }
 
-    fn remember(&self, registry: &Option<String>, dst: &Endpoint, digest: &Digest) {
-        if let (Some(reg), Some(repo)) = (registry, dst.repo()) {
+    /// Notes that `at` (a repository of `registry`) holds `digest`.
+    fn remember(&self, registry: &Option<String>, at: &Endpoint, digest: &Digest) {
+        if let (Some(reg), Some(repo)) = (registry, at.repo()) {
             let mut known = self.known.lock().expect("mount map lock");
             known.entry(reg.clone()).or_default().entry(digest.clone()).or_insert_with(|| repo.clone());
         }
