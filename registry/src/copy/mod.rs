@@ -8,7 +8,8 @@
 //! source to destination with no temporary file; then put the manifests children first,
 //! the root last under its tag, and check the destination's digest equals the source's.
 //!
-//! A [`Copier`] remembers, per destination registry, which repository holds which blob,
+//! A [`Copier`] remembers, per registry, which repository holds which blob (written to it
+//! or read from it),
 //! so copying several images in one run (pull-ahead, push-intermediate) mounts shared
 //! base layers instead of uploading them again.
 
