@@ -9,9 +9,8 @@
 //! the root last under its tag, and check the destination's digest equals the source's.
 //!
 //! A [`Copier`] remembers, per registry, which repository holds which blob (written to it
-//! or read from it),
-//! so copying several images in one run (pull-ahead, push-intermediate) mounts shared
-//! base layers instead of uploading them again.
+//! or read from it), so copying several images in one run (pull-ahead, push-intermediate)
+//! mounts shared base layers instead of uploading them again.
 
 mod endpoint;
 pub mod layout;
