@@ -37,6 +37,7 @@ pub mod containers;
 pub mod credentials;
 pub mod docker;
 pub mod etc_hosts;
+pub mod intercept;
 pub mod process;
 
 mod error;
@@ -143,6 +144,20 @@ pub struct NodeSetup {
     /// [`crate::credential_helper::DEFAULT_STORE_PATH`]).
     pub credential_store: PathBuf,
     pub clients: Clients,
+    /// TLS interception for registries docker has no mirror setting for: `/etc/hosts`
+    /// sends them to the proxy, docker trusts the node CA for them (see [`intercept`]).
+    pub intercept: Option<Intercept>,
+    /// Add the node CA to the system trust store too (`/usr/local/share/ca-certificates`).
+    pub system_trust: bool,
+}
+
+/// Which hosts the proxy stands in for, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intercept {
+    /// The loopback address the proxy listens on (port 443) for all of them.
+    pub addr: IpAddr,
+    /// Host names without port (`quay.io`).
+    pub hosts: Vec<String>,
 }
 
 impl NodeSetup {
@@ -163,6 +178,8 @@ impl NodeSetup {
             job_user_home: None,
             credential_store: PathBuf::from(crate::credential_helper::DEFAULT_STORE_PATH),
             clients: Clients::default(),
+            intercept: None,
+            system_trust: false,
         }
     }
 
@@ -230,6 +247,22 @@ impl NodeSetup {
         ] {
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
                 return bad(format!("{what} is not a PEM certificate"));
+            }
+        }
+        if let Some(i) = &self.intercept {
+            if !i.addr.is_loopback() {
+                return bad(format!("interception address {} is not a loopback address", i.addr));
+            }
+            for h in &i.hosts {
+                validate_host(h).map_err(|e| ConfigureError::Setup(format!("intercepted host: {e}")))?;
+                if h.chars().any(|c| c.is_ascii_uppercase()) {
+                    return bad(format!("intercepted host {h:?}: host names are lower case"));
+                }
+                if h == crate::proxy::mapping::DOCKER_IO || h.ends_with(".docker.io") {
+                    return bad(format!(
+                        "intercepted host {h:?}: docker.io goes through dockerd's registry-mirrors, not interception"
+                    ));
+                }
             }
         }
         if self.clients.credentials && self.buildset.username.is_empty() {
@@ -314,6 +347,10 @@ pub enum FileKind {
     BuildkitCert,
     EtcHosts,
     CredentialStore,
+    /// `/etc/docker/certs.d/<registry>/hosts.toml` (docker with the containerd image store).
+    DockerHostsToml,
+    /// The node CA in the system trust store (`update-ca-certificates` afterwards).
+    SystemTrust,
 }
 
 /// One file of the plan.
@@ -382,6 +419,8 @@ pub struct Reload {
     pub crio: bool,
     /// buildkitd.toml changed: restart buildkitd / recreate `docker-container` builders.
     pub buildkit: bool,
+    /// The system trust store's source directory changed: run `update-ca-certificates`.
+    pub system_trust: bool,
 }
 
 impl Reload {
@@ -392,6 +431,7 @@ impl Reload {
                 FileKind::DaemonJson => r.dockerd = true,
                 FileKind::RegistriesConf => r.crio = true,
                 FileKind::BuildkitdToml => r.buildkit = true,
+                FileKind::SystemTrust => r.system_trust = true,
                 _ => {}
             }
         }
@@ -542,6 +582,7 @@ pub fn plan(setup: &NodeSetup) -> Result<Plan, ConfigureError> {
     if setup.clients.etc_hosts {
         etc_hosts::plan(&mut p)?;
     }
+    intercept::plan(&mut p)?;
     if setup.clients.credentials {
         credentials::plan(&mut p)?;
     }
