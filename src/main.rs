@@ -5,6 +5,7 @@ mod info;
 mod proxy_cmd;
 mod serve;
 mod use_cmd;
+mod use_intercept;
 
 use clap::{Parser, Subcommand};
 

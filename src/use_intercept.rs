@@ -1,0 +1,167 @@
+//! The interception side of `specreg use`: which hosts, on which loopback address, how
+//! docker will reach them (classic image store or containerd's), and the system trust store.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+use specreg_shim::configure::docker::{self, ImageStore};
+use specreg_shim::configure::{self, Intercept};
+use specreg_shim::proxy::mapping::DOCKER_IO;
+
+/// The hosts to intercept: `--intercept` as given (comma-separated and/or repeated;
+/// `none` for none), else every configured registry but docker.io when a dockerd runs
+/// (only docker needs it: the other clients have per-registry mirrors).
+pub fn hosts(given: &[String], registries: &[String], dockerd_present: bool) -> anyhow::Result<Vec<String>> {
+    let listed: Vec<String> = given
+        .iter()
+        .flat_map(|g| g.split(','))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    if listed.iter().any(|h| h == "none") {
+        if listed.len() > 1 {
+            bail!("--intercept none cannot be combined with host names");
+        }
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<String> = if given.is_empty() {
+        if !dockerd_present {
+            return Ok(Vec::new());
+        }
+        registries.iter().filter(|r| *r != DOCKER_IO && !r.contains(':')).cloned().collect()
+    } else {
+        listed
+    };
+    for h in &out {
+        if h.contains(':') {
+            bail!("--intercept {h}: interception serves port 443 only; give the host without a port");
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// `explicit`, or the address a running proxy already uses, or the first of 127.0.0.2,
+/// 127.0.0.3, ... where port 443 is free.
+pub fn address(explicit: Option<IpAddr>, running: Option<SocketAddr>) -> anyhow::Result<IpAddr> {
+    if let Some(ip) = explicit {
+        if !ip.is_loopback() {
+            bail!("--intercept-addr {ip} is not a loopback address");
+        }
+        return Ok(ip);
+    }
+    if let Some(a) = running {
+        return Ok(a.ip());
+    }
+    for last in 2..=254u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+        if TcpListener::bind(SocketAddr::new(ip, 443)).is_ok() {
+            return Ok(ip);
+        }
+    }
+    bail!("port 443 is taken on every address from 127.0.0.2 to 127.0.0.254; choose one with --intercept-addr")
+}
+
+/// Which image store dockerd uses: asked with `docker info`, else read from daemon.json.
+pub fn image_store(root: &Path) -> Option<ImageStore> {
+    if root == Path::new("/") {
+        let out = Command::new("docker")
+            .args(["info", "--format", "{{json .DriverStatus}}"])
+            .stderr(Stdio::null())
+            .output();
+        if let Some(o) = out.ok().filter(|o| o.status.success()) {
+            if let Some(s) = docker::image_store(&String::from_utf8_lossy(&o.stdout)) {
+                return Some(s);
+            }
+        }
+    }
+    let daemon_json = std::fs::read(root.join(docker::DAEMON_JSON.trim_start_matches('/'))).ok()?;
+    docker::image_store_from_config(&daemon_json)
+}
+
+/// One line saying which way docker's pulls of non-docker.io registries were set up.
+pub fn describe(store: Option<ImageStore>, intercept: Option<&Intercept>, registries: &[String]) -> String {
+    let others: Vec<&str> = registries.iter().map(String::as_str).filter(|r| *r != DOCKER_IO).collect();
+    let via_hosts = format!("/etc/docker/certs.d/<registry>/hosts.toml (mirror first) for {}", registries.join(", "));
+    match (store, intercept.filter(|i| !i.hosts.is_empty())) {
+        (Some(ImageStore::Containerd), Some(i)) => format!(
+            "docker uses the containerd image store: every registry pulls through {via_hosts}; \
+             the TLS interception of {} on {}:443 stays as the fallback",
+            i.hosts.join(", "),
+            i.addr
+        ),
+        (Some(ImageStore::Containerd), None) => format!("docker uses the containerd image store: pulls go through {via_hosts}"),
+        (Some(ImageStore::Classic), Some(i)) => format!(
+            "docker uses its classic image store: docker.io pulls through registry-mirrors, {} through TLS interception on {}:443",
+            i.hosts.join(", "),
+            i.addr
+        ),
+        (Some(ImageStore::Classic), None) => format!(
+            "docker uses its classic image store: docker.io pulls through registry-mirrors; {} are not intercepted, \
+             so docker pulls them from the real registries",
+            others.join(", ")
+        ),
+        (None, Some(i)) => format!(
+            "docker's image store is unknown (no dockerd answered): wrote registry-mirrors, {via_hosts}, and TLS interception of {} on {}:443",
+            i.hosts.join(", "),
+            i.addr
+        ),
+        (None, None) => format!("docker's image store is unknown (no dockerd answered): wrote registry-mirrors and {via_hosts}"),
+    }
+}
+
+/// `update-ca-certificates` after the node CA was added to or removed from the system
+/// store (only for the real root: under a prefix the store is someone else's).
+pub fn refresh_system_trust(root: &Path) -> anyhow::Result<()> {
+    if root != Path::new("/") {
+        return Ok(());
+    }
+    let out = Command::new("update-ca-certificates")
+        .output()
+        .context("running update-ca-certificates (the node CA went to /usr/local/share/ca-certificates)")?;
+    if !out.status.success() {
+        bail!(
+            "update-ca-certificates failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The `Intercept` of the node setup.
+pub fn setup(addr: IpAddr, hosts: Vec<String>) -> Option<configure::Intercept> {
+    (!hosts.is_empty()).then_some(Intercept { addr, hosts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs() -> Vec<String> {
+        ["docker.io", "quay.io", "gcr.io", "localhost:5000"].iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn default_hosts_are_the_registries_but_docker_io_when_docker_runs() {
+        assert_eq!(hosts(&[], &regs(), true).unwrap(), vec!["quay.io", "gcr.io"]);
+        assert!(hosts(&[], &regs(), false).unwrap().is_empty());
+        assert!(hosts(&["none".into()], &regs(), true).unwrap().is_empty());
+        assert_eq!(
+            hosts(&["Quay.io,ghcr.io".into(), "gcr.io".into()], &regs(), false).unwrap(),
+            vec!["quay.io", "ghcr.io", "gcr.io"]
+        );
+        assert!(hosts(&["none,quay.io".into()], &regs(), true).is_err());
+        assert!(hosts(&["localhost:5000".into()], &regs(), true).is_err());
+    }
+
+    #[test]
+    fn the_message_says_which_way() {
+        let i = Intercept { addr: "127.0.0.2".parse().unwrap(), hosts: vec!["quay.io".into()] };
+        let m = describe(Some(ImageStore::Classic), Some(&i), &regs());
+        assert!(m.contains("classic image store") && m.contains("quay.io through TLS interception on 127.0.0.2:443"), "{m}");
+        let m = describe(Some(ImageStore::Containerd), None, &regs());
+        assert!(m.contains("containerd image store") && m.contains("hosts.toml"), "{m}");
+    }
+}
