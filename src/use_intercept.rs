@@ -69,12 +69,20 @@ pub fn image_store(root: &Path) -> Option<ImageStore> {
     if root == Path::new("/") {
         let out = Command::new("docker")
             .args(["info", "--format", "{{json .DriverStatus}}"])
-            .stderr(Stdio::null())
+            .stdin(Stdio::null())
             .output();
-        if let Some(o) = out.ok().filter(|o| o.status.success()) {
-            if let Some(s) = docker::image_store(&String::from_utf8_lossy(&o.stdout)) {
-                return Some(s);
+        match out {
+            Ok(o) if o.status.success() => {
+                if let Some(s) = docker::image_store(&String::from_utf8_lossy(&o.stdout)) {
+                    return Some(s);
+                }
             }
+            Ok(o) => tracing::warn!(
+                status = %o.status,
+                stderr = %String::from_utf8_lossy(&o.stderr).trim(),
+                "docker info failed; guessing the image store from daemon.json"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot run docker info; guessing the image store from daemon.json"),
         }
     }
     let daemon_json = std::fs::read(root.join(docker::DAEMON_JSON.trim_start_matches('/'))).ok()?;

@@ -133,10 +133,15 @@ pub enum ImageStore {
 
 /// The image store from `docker info --format '{{json .DriverStatus}}'` (a list of
 /// `[key, value]` pairs): the containerd store reports
-/// `["driver-type", "io.containerd.snapshotter.v1"]`. `None` when the text says neither.
+/// `["driver-type", "io.containerd.snapshotter.v1"]`. `None` when the text does not parse.
 pub fn image_store(driver_status_json: &str) -> Option<ImageStore> {
     let v: serde_json::Value = serde_json::from_str(driver_status_json.trim()).ok()?;
-    let pairs = v.as_array()?;
+    // Graph drivers without status (vfs) answer `null`; the containerd store always
+    // reports its driver type.
+    let pairs = match &v {
+        serde_json::Value::Null => return Some(ImageStore::Classic),
+        other => other.as_array()?,
+    };
     let containerd = pairs.iter().any(|p| {
         p.as_array().is_some_and(|kv| {
             kv.first().and_then(|k| k.as_str()) == Some("driver-type")
@@ -203,7 +208,7 @@ mod tests {
             image_store(r#"[["Backing Filesystem","extfs"],["Supports d_type","true"]]"#),
             Some(ImageStore::Classic)
         );
-        assert_eq!(image_store("null"), None);
+        assert_eq!(image_store("null"), Some(ImageStore::Classic));
         assert_eq!(image_store("garbage"), None);
         assert_eq!(
             image_store_from_config(br#"{"features": {"containerd-snapshotter": true}}"#),
