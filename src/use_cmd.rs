@@ -208,6 +208,7 @@ pub fn run(args: UseArgs) -> anyhow::Result<()> {
     write_json(&dir.join("use.json"), &state)?;
 
     let report = configure::apply(&plan, &dir.join("files.json"))?;
+    let hosts_written_at = Instant::now();
     let mut warnings: Vec<&String> = plan.warnings.iter().chain(report.warnings.iter()).collect();
     warnings.dedup();
     for w in warnings {
@@ -215,6 +216,10 @@ pub fn run(args: UseArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     reload_daemons(&root, &report.reload, Some(mirror_addr))?;
+    let hosts_changed = report.written.iter().any(|p| p == &root.join("etc/hosts"));
+    if hosts_changed && setup.intercept.is_some() {
+        crate::use_intercept::settle_dockerd_resolver(&root, hosts_written_at);
+    }
     if setup.clients.docker {
         let store = crate::use_intercept::image_store(&root);
         println!("specreg use: {}", crate::use_intercept::describe(store, setup.intercept.as_ref(), &setup.registries));

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use specreg_shim::configure::docker::{self, ImageStore};
@@ -120,6 +121,45 @@ pub fn describe(store: Option<ImageStore>, intercept: Option<&Intercept>, regist
     }
 }
 
+/// How long Go's resolver (dockerd's) keeps `/etc/hosts` without looking at it again.
+const GO_HOSTS_CACHE: Duration = Duration::from_secs(5);
+/// A dockerd younger than this may have looked names up while starting.
+const YOUNG_DOCKERD: Duration = Duration::from_secs(30);
+
+/// dockerd reads `/etc/hosts` through Go's resolver, which trusts a copy for 5 s after
+/// each read: a lookup just before our write would hide the new entries for that long.
+/// A dockerd that is still starting up does such lookups, so for a young dockerd we wait
+/// until 5 s after the write (a long-running one rarely looks anything up unasked).
+pub fn settle_dockerd_resolver(root: &Path, hosts_written_at: Instant) {
+    if root != Path::new("/") {
+        return;
+    }
+    let Some(pid) = configure::process::dockerd_pid(root) else { return };
+    let Some(age) = process_age(pid) else { return };
+    if age > YOUNG_DOCKERD {
+        return;
+    }
+    let wait = GO_HOSTS_CACHE.saturating_sub(hosts_written_at.elapsed()) + Duration::from_millis(200);
+    eprintln!(
+        "specreg use: dockerd started {} s ago; waiting {:.1} s for its resolver to re-read /etc/hosts",
+        age.as_secs(),
+        wait.as_secs_f64()
+    );
+    std::thread::sleep(wait);
+}
+
+/// How long ago `pid` started (`/proc/<pid>/stat` field 22 against `/proc/uptime`).
+fn process_age(pid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??.max(1) as u64;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    let started = start_ticks as f64 / ticks as f64;
+    Some(Duration::from_secs_f64((uptime - started).max(0.0)))
+}
+
 /// `update-ca-certificates` after the node CA was added to or removed from the system
 /// store (only for the real root: under a prefix the store is someone else's).
 pub fn refresh_system_trust(root: &Path) -> anyhow::Result<()> {
@@ -162,6 +202,12 @@ mod tests {
         );
         assert!(hosts(&["none,quay.io".into()], &regs(), true).is_err());
         assert!(hosts(&["localhost:5000".into()], &regs(), true).is_err());
+    }
+
+    #[test]
+    fn our_own_process_is_young() {
+        let age = process_age(std::process::id() as i32).unwrap();
+        assert!(age < Duration::from_secs(3600), "{age:?}");
     }
 
     #[test]

@@ -204,7 +204,8 @@ fn docker_pulls_and_pushes_quay_io_through_interception() {
     };
     let proxy_log = || fs::read_to_string(node.path(format!("{STATE}/proxy.log"))).unwrap_or_default();
 
-    // specreg use, inside the node.
+    // specreg use, inside the node (dockerd has just started: `use` waits out its
+    // resolver's /etc/hosts cache, so the pull right after must see quay.io mapped).
     let ip = own_loopback();
     let mut c = node.cmd(SPECREG);
     c.arg("use")
@@ -256,7 +257,6 @@ fn docker_pulls_and_pushes_quay_io_through_interception() {
     assert!(out.success(), "curl through the node's /etc/hosts\n{}", out.describe());
     assert_eq!(digest_of(&out.stdout_bytes), bs_app, "curl got the buildset manifest");
 
-    std::thread::sleep(Duration::from_secs(6));
     // 1. In the buildset registry: its digest, never the stand-in's.
     let out = run_ok(docker().args(["pull", "quay.io/org/app:1"]));
     assert!(
