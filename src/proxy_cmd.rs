@@ -52,6 +52,10 @@ pub struct ProxyArgs {
     /// A fixed address for an upstream host, HOST=IP (repeatable), used before DNS.
     #[arg(long = "resolve")]
     pub resolve: Vec<String>,
+    /// Stream blobs through the proxy instead of redirecting clients to signed URLs on the
+    /// buildset registry (for clients that cannot reach it or do not trust its CA).
+    #[arg(long)]
+    pub stream_blobs: bool,
 }
 
 /// Splits `HOST=IP`.
@@ -139,6 +143,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?;
         config.intercept = Some(InterceptConfig { listen: args.intercept_listen, hosts });
     }
+    config.blob_redirects = !args.stream_blobs;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

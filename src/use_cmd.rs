@@ -48,6 +48,10 @@ pub struct UseArgs {
     /// Name prefix where a miss is an error, never an upstream image (repeatable).
     #[arg(long = "authoritative")]
     authoritative: Vec<String>,
+    /// Stream blobs through the proxy instead of redirecting clients to signed URLs on the
+    /// buildset registry.
+    #[arg(long)]
+    stream_blobs: bool,
     /// Host name for the buildset registry when it is given as an IP address.
     #[arg(long, default_value = "buildset-registry")]
     alias: String,
@@ -343,6 +347,9 @@ fn start_proxy(
         for h in hosts {
             cmd.arg("--intercept").arg(h);
         }
+    }
+    if args.stream_blobs {
+        cmd.arg("--stream-blobs");
     }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)

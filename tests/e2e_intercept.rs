@@ -236,7 +236,11 @@ fn docker_pulls_and_pushes_quay_io_through_interception() {
         format!("{ETC_HOSTS}# specreg begin\n{}\tbuildset-registry\n{ip}\tquay.io\n# specreg end\n", info.host)
     );
     let node_ca = fs::read_to_string(node.path(format!("{STATE}/tls/ca.crt"))).expect("node CA");
-    assert_eq!(fs::read_to_string(node.path("/etc/docker/certs.d/quay.io/ca.crt")).unwrap(), node_ca);
+    // The node CA, and the buildset registry's, where blob downloads are redirected.
+    assert_eq!(
+        fs::read_to_string(node.path("/etc/docker/certs.d/quay.io/ca.crt")).unwrap(),
+        format!("{}\n{}\n", node_ca.trim_end(), info.cert.trim_end())
+    );
     let hosts_toml = fs::read_to_string(node.path("/etc/docker/certs.d/quay.io/hosts.toml")).unwrap();
     assert!(hosts_toml.contains("server = \"https://quay.io\""), "{hosts_toml}");
 

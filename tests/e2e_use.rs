@@ -362,10 +362,12 @@ fn docker_pulls_through_the_mirror_and_pushes_with_the_helper() {
     let live = f.docker_mirrors();
     assert_eq!(live.len(), 2, "docker info mirrors after use: {live:?}");
     assert_eq!(live[0].trim_end_matches('/'), want_ours, "docker info mirrors after use: {live:?}");
+    // The mirror's trust: the node CA, then the buildset registry's (blob downloads are
+    // redirected to signed URLs there, which dockerd fetches with the mirror's TLS settings).
     let ca = fs::read_to_string(f.node.path(format!("{STATE}/tls/ca.crt"))).expect("node CA");
     assert_eq!(
         fs::read_to_string(f.node.path(format!("/etc/docker/certs.d/{mirror}/ca.crt"))).expect("certs.d for the mirror"),
-        ca
+        format!("{ca}{}\n", f.info().cert.trim_end())
     );
 
     // A speculative image: the buildset's digest, not the upstream's.

@@ -23,6 +23,12 @@ use crate::servers::Server;
 /// The buildset repository the proxy maps `docker.io/library/specimen` to.
 const REPO: &str = "library/specimen";
 const TAG: &str = "1";
+/// The several-layer image: `IMAGE_TAG` in `REPO`, its layers slices of the blob file
+/// weighted 1..=IMAGE_LAYERS, pulled on `IMAGE_WORKERS` connections (docker's default
+/// `max-concurrent-downloads` is 3).
+const IMAGE_TAG: &str = "layered";
+const IMAGE_LAYERS: u64 = 6;
+const IMAGE_WORKERS: usize = 3;
 
 pub struct NodeConfig {
     pub specreg: PathBuf,
@@ -53,6 +59,14 @@ pub struct NodeResult {
     pub proxy_blob_s: f64,
     /// The proxy's CPU (utime+stime) per GiB relayed, over the timed proxy pulls.
     pub proxy_cpu_s_per_gib: Option<f64>,
+    /// The several-layer image pulled as a container client does (manifest, then config and
+    /// layers on `IMAGE_WORKERS` connections, following redirects).
+    pub image_layers: usize,
+    pub image_bytes: u64,
+    pub direct_image_s: f64,
+    pub proxy_image_s: f64,
+    /// Blob GETs the proxy answered with a redirect to the buildset registry, per image pull.
+    pub proxy_image_redirects: usize,
     pub manifest_gets: usize,
     pub direct_manifest_mean_ms: f64,
     pub proxy_manifest_mean_ms: f64,
@@ -88,6 +102,15 @@ impl NodeResult {
     pub fn blob_ratio(&self) -> f64 {
         self.proxy_blob_s / self.direct_blob_s
     }
+    pub fn image_ratio(&self) -> f64 {
+        self.proxy_image_s / self.direct_image_s
+    }
+    pub fn direct_image_mb_s(&self) -> f64 {
+        self.image_bytes as f64 / self.direct_image_s / 1e6
+    }
+    pub fn proxy_image_mb_s(&self) -> f64 {
+        self.image_bytes as f64 / self.proxy_image_s / 1e6
+    }
     pub fn manifest_ratio(&self) -> f64 {
         self.proxy_manifest_mean_ms / self.direct_manifest_mean_ms
     }
@@ -118,6 +141,12 @@ impl NodeResult {
             "direct_manifest_p50_ms": self.direct_manifest_p50_ms,
             "proxy_manifest_p50_ms": self.proxy_manifest_p50_ms,
             "manifest_proxy_over_direct": self.manifest_ratio(),
+            "image_layers": self.image_layers,
+            "image_bytes": self.image_bytes,
+            "direct_image_seconds": self.direct_image_s,
+            "proxy_image_seconds": self.proxy_image_s,
+            "image_proxy_over_direct": self.image_ratio(),
+            "proxy_image_redirects": self.proxy_image_redirects,
         })
     }
 }
@@ -248,24 +277,208 @@ fn cleanup_root(specreg: &Path, root: &Path) {
     }
 }
 
-async fn pull_blob(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, auth: Option<&str>, digest: &str, size: u64, hash: bool) -> Result<f64> {
+async fn pull_blob(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, auth: Option<&str>, redirect_tls: &Arc<rustls::ClientConfig>, digest: &str, size: u64, hash: bool) -> Result<f64> {
     let started = Instant::now();
-    let mut c = Conn::connect_tls(addr, tls, auth.map(str::to_owned)).await?;
-    let resp = client::get_blob(&mut c, REPO, digest).await?;
-    let n = if hash {
-        let (n, got) = client::drain_hashed(resp).await?;
-        if got != digest {
-            bail!("blob from {addr} has digest {got}, expected {digest}");
-        }
-        n
-    } else {
-        client::drain(resp).await?
-    };
-    let secs = started.elapsed().as_secs_f64();
-    if n != size {
-        bail!("blob from {addr}: {n} bytes, expected {size}");
+    let mut p = Puller::new(addr, tls.clone(), auth.map(str::to_owned), redirect_tls.clone());
+    p.blob(digest, size, hash).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The several-layer image in the buildset registry.
+pub struct Image {
+    manifest: Bytes,
+    /// Config and layers, largest first (the order a client starts them in does not
+    /// matter much; largest first keeps the three connections busy to the end).
+    blobs: Vec<(String, u64)>,
+}
+
+impl Image {
+    fn bytes(&self) -> u64 {
+        self.blobs.iter().map(|(_, n)| n).sum()
     }
-    Ok(secs)
+}
+
+/// Pushes `REPO:IMAGE_TAG`: layers that are consecutive slices of the blob file, sized
+/// 1..=IMAGE_LAYERS parts, and the config already pushed.
+async fn push_layered_image(c: &mut Conn, blob_path: &Path, size: u64, config: &Bytes, config_digest: &str) -> Result<Image> {
+    let parts: u64 = (1..=IMAGE_LAYERS).sum();
+    let mut slices = Vec::new();
+    let mut offset = 0;
+    for w in 1..=IMAGE_LAYERS {
+        let len = if w == IMAGE_LAYERS { size - offset } else { size * w / parts };
+        slices.push((offset, len));
+        offset += len;
+    }
+    let digests = tokio::task::spawn_blocking({
+        let path = blob_path.to_owned();
+        let slices = slices.clone();
+        move || -> Result<Vec<String>> {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = File::open(&path)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut out = Vec::new();
+            for (off, len) in slices {
+                f.seek(SeekFrom::Start(off))?;
+                let mut h = <sha2::Sha256 as sha2::Digest>::new();
+                let mut left = len;
+                while left > 0 {
+                    let n = (left as usize).min(buf.len());
+                    f.read_exact(&mut buf[..n])?;
+                    sha2::Digest::update(&mut h, &buf[..n]);
+                    left -= n as u64;
+                }
+                out.push(format!("sha256:{:x}", sha2::Digest::finalize(h)));
+            }
+            Ok(out)
+        }
+    })
+    .await??;
+    let file = Arc::new(File::open(blob_path)?);
+    let mut layers = Vec::new();
+    let mut blobs = vec![(config_digest.to_owned(), config.len() as u64)];
+    for ((off, len), digest) in slices.iter().zip(&digests) {
+        client::push_monolithic(c, REPO, FileBody::new(file.clone(), *off, *len, Bytes::new()).boxed(), digest).await?;
+        layers.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": len}));
+        blobs.push((digest.clone(), *len));
+    }
+    let manifest = Bytes::from(serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": layers,
+    }))?);
+    client::put_manifest(c, REPO, IMAGE_TAG, manifest.clone()).await?;
+    blobs.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok(Image { manifest, blobs })
+}
+
+/// One client connection to its entry point (the registry, or the proxy) and, once a
+/// redirect names it, one to the redirect's target; both kept alive, as a container
+/// client keeps them.
+struct Puller {
+    entry: SocketAddr,
+    entry_tls: Arc<rustls::ClientConfig>,
+    entry_auth: Option<String>,
+    redirect_tls: Arc<rustls::ClientConfig>,
+    conn: Option<Conn>,
+    redirected: Option<(SocketAddr, Conn)>,
+    redirects: usize,
+}
+
+impl Puller {
+    fn new(entry: SocketAddr, entry_tls: Arc<rustls::ClientConfig>, entry_auth: Option<String>, redirect_tls: Arc<rustls::ClientConfig>) -> Puller {
+        Puller { entry, entry_tls, entry_auth, redirect_tls, conn: None, redirected: None, redirects: 0 }
+    }
+
+    async fn entry(&mut self) -> Result<&mut Conn> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::connect_tls(self.entry, &self.entry_tls, self.entry_auth.clone()).await?);
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    async fn manifest(&mut self, tag: &str) -> Result<Bytes> {
+        client::get_manifest(self.entry().await?, REPO, tag).await
+    }
+
+    /// GETs a blob, following one redirect (with no credentials, as clients do when the
+    /// host changes); checks its size, and its digest when `hash`.
+    async fn blob(&mut self, digest: &str, size: u64, hash: bool) -> Result<()> {
+        let entry = self.entry;
+        let resp = self
+            .entry()
+            .await?
+            .request(Method::GET, &format!("/v2/{REPO}/blobs/{digest}"), &[], client::empty())
+            .await?;
+        let resp = if resp.status() == StatusCode::TEMPORARY_REDIRECT {
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| anyhow!("307 from {entry} without a Location"))?
+                .to_owned();
+            client::drain(resp).await?;
+            let uri: http::Uri = location.parse().with_context(|| format!("Location {location:?}"))?;
+            let target: SocketAddr = uri
+                .authority()
+                .ok_or_else(|| anyhow!("Location {location:?} names no host"))?
+                .as_str()
+                .parse()
+                .with_context(|| format!("Location {location:?}: not IP:port"))?;
+            let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+            if self.redirected.as_ref().map(|(a, _)| *a) != Some(target) {
+                let c = Conn::connect_tls(target, &self.redirect_tls, None).await?;
+                self.redirected = Some((target, c));
+            }
+            self.redirects += 1;
+            let (_, c) = self.redirected.as_mut().expect("just connected");
+            c.request(Method::GET, &path, &[], client::empty()).await?
+        } else {
+            resp
+        };
+        if resp.status() != StatusCode::OK {
+            bail!("blob {digest} via {entry}: {}", resp.status());
+        }
+        let n = if hash {
+            let (n, got) = client::drain_hashed(resp).await?;
+            if got != digest {
+                bail!("blob via {entry} has digest {got}, expected {digest}");
+            }
+            n
+        } else {
+            client::drain(resp).await?
+        };
+        if n != size {
+            bail!("blob {digest} via {entry}: {n} bytes, expected {size}");
+        }
+        Ok(())
+    }
+}
+
+/// A container client's pull of the image: the manifest by tag, then every blob on
+/// `IMAGE_WORKERS` connections. Returns the seconds taken and the redirects followed.
+async fn pull_image(
+    entry: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    auth: Option<&str>,
+    redirect_tls: &Arc<rustls::ClientConfig>,
+    image: &Image,
+    hash: bool,
+) -> Result<(f64, usize)> {
+    let started = Instant::now();
+    let mut first = Puller::new(entry, tls.clone(), auth.map(str::to_owned), redirect_tls.clone());
+    let got = first.manifest(IMAGE_TAG).await?;
+    if got != image.manifest {
+        bail!("the image manifest via {entry} differs from the one pushed");
+    }
+    let queue = Arc::new(std::sync::Mutex::new(image.blobs.clone()));
+    let mut tasks = Vec::new();
+    for i in 0..IMAGE_WORKERS {
+        let mut p = if i == 0 {
+            std::mem::replace(&mut first, Puller::new(entry, tls.clone(), None, redirect_tls.clone()))
+        } else {
+            Puller::new(entry, tls.clone(), auth.map(str::to_owned), redirect_tls.clone())
+        };
+        let queue = queue.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                // Largest first: the queue is sorted largest first, taken from the front.
+                let next = {
+                    let mut q = queue.lock().expect("queue lock");
+                    (!q.is_empty()).then(|| q.remove(0))
+                };
+                let Some((digest, size)) = next else { break };
+                p.blob(&digest, size, hash).await?;
+            }
+            anyhow::Ok(p.redirects)
+        }));
+    }
+    let mut redirects = 0;
+    for t in tasks {
+        redirects += t.await??;
+    }
+    Ok((started.elapsed().as_secs_f64(), redirects))
 }
 
 /// `count` sequential manifest GETs by tag on one keep-alive connection; the latencies in ms.
@@ -359,14 +572,20 @@ async fn run_with(cfg: &NodeConfig, server: &mut Server, server_dir: &Path, r: &
                     "digest": digest, "size": size}],
     }))?);
     client::put_manifest(&mut c, REPO, TAG, manifest.clone()).await?;
+    let image = push_layered_image(&mut c, &blob_path, size, &config, &config_digest).await?;
     drop(c);
     let _ = fs::remove_file(&blob_path);
-    eprintln!("  [node] pushed {REPO}:{TAG} with a {} MiB layer", size >> 20);
+    eprintln!(
+        "  [node] pushed {REPO}:{TAG} with a {} MiB layer, {REPO}:{IMAGE_TAG} with {IMAGE_LAYERS} layers",
+        size >> 20
+    );
+    r.image_layers = IMAGE_LAYERS as usize;
+    r.image_bytes = image.bytes();
 
     let runs = cfg.runs.max(1);
     for i in 0..runs {
         let root = fresh_root(&cfg.dir.join(format!("root{i}")))?;
-        let outcome = use_cycle(cfg, &info_path, &root, &info, &digest, &manifest, i + 1 == runs, r).await;
+        let outcome = use_cycle(cfg, &info_path, &root, &info, &digest, &manifest, &image, i + 1 == runs, r).await;
         if outcome.is_err() {
             cleanup_root(&cfg.specreg, &root);
         }
@@ -384,6 +603,7 @@ async fn use_cycle(
     info: &Info,
     digest: &str,
     manifest: &Bytes,
+    image: &Image,
     measure: bool,
     r: &mut NodeResult,
 ) -> Result<()> {
@@ -413,7 +633,7 @@ async fn use_cycle(
     eprintln!("  [node] use: {wall:.1} ms wall, printed {printed:.0} ms");
 
     if measure {
-        measure_proxy(cfg, root, info, digest, manifest, r).await?;
+        measure_proxy(cfg, root, info, digest, manifest, image, r).await?;
     }
 
     let mut cmd = Command::new(&cfg.specreg);
@@ -429,7 +649,16 @@ async fn use_cycle(
     Ok(())
 }
 
-async fn measure_proxy(cfg: &NodeConfig, root: &Path, info: &Info, digest: &str, manifest: &Bytes, r: &mut NodeResult) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+async fn measure_proxy(
+    cfg: &NodeConfig,
+    root: &Path,
+    info: &Info,
+    digest: &str,
+    manifest: &Bytes,
+    image: &Image,
+    r: &mut NodeResult,
+) -> Result<()> {
     let state = root.join("var/lib/specreg/use");
     let addr_text = fs::read_to_string(state.join("proxy.addr"))?;
     let proxy: SocketAddr = addr_text
@@ -445,8 +674,8 @@ async fn measure_proxy(cfg: &NodeConfig, root: &Path, info: &Info, digest: &str,
 
     // Untimed: both paths give the exact bytes (and the page cache holds the blob).
     let check = async {
-        pull_blob(info.addr, &info.tls, direct_auth, digest, size, true).await?;
-        pull_blob(proxy, &node_tls, None, digest, size, true).await
+        pull_blob(info.addr, &info.tls, direct_auth, &info.tls, digest, size, true).await?;
+        pull_blob(proxy, &node_tls, None, &info.tls, digest, size, true).await
     };
     tokio::time::timeout(limit * 2, check)
         .await
@@ -461,11 +690,11 @@ async fn measure_proxy(cfg: &NodeConfig, root: &Path, info: &Info, digest: &str,
     let proxy_cpu = || proxy_pid.and_then(|pid| crate::servers::cpu_seconds(pid).ok());
     let mut cpu_total = Some(0.0);
     for _ in 0..cfg.pulls.max(1) {
-        let d = tokio::time::timeout(limit, pull_blob(info.addr, &info.tls, direct_auth, digest, size, false))
+        let d = tokio::time::timeout(limit, pull_blob(info.addr, &info.tls, direct_auth, &info.tls, digest, size, false))
             .await
             .map_err(|_| anyhow!("direct pull: no answer within {limit:?}"))??;
         let cpu_before = proxy_cpu();
-        let p = tokio::time::timeout(limit, pull_blob(proxy, &node_tls, None, digest, size, false))
+        let p = tokio::time::timeout(limit, pull_blob(proxy, &node_tls, None, &info.tls, digest, size, false))
             .await
             .map_err(|_| anyhow!("proxy pull: no answer within {limit:?}"))??;
         cpu_total = match (cpu_total, cpu_before, proxy_cpu()) {
@@ -482,6 +711,35 @@ async fn measure_proxy(cfg: &NodeConfig, root: &Path, info: &Info, digest: &str,
         r.direct_mb_s(),
         r.proxy_mb_s(),
         r.blob_ratio()
+    );
+
+    // The several-layer image, as a container client pulls it; checked once, then timed
+    // alternately, the fastest of each kept.
+    let check = async {
+        pull_image(info.addr, &info.tls, direct_auth, &info.tls, image, true).await?;
+        pull_image(proxy, &node_tls, None, &info.tls, image, true).await
+    };
+    let (_, redirects) = tokio::time::timeout(limit * 2, check)
+        .await
+        .map_err(|_| anyhow!("verifying image pulls: no answer within {:?}", limit * 2))??;
+    r.proxy_image_redirects = redirects;
+    r.direct_image_s = f64::INFINITY;
+    r.proxy_image_s = f64::INFINITY;
+    for _ in 0..cfg.pulls.max(1) {
+        let (d, _) = tokio::time::timeout(limit, pull_image(info.addr, &info.tls, direct_auth, &info.tls, image, false))
+            .await
+            .map_err(|_| anyhow!("direct image pull: no answer within {limit:?}"))??;
+        let (p, _) = tokio::time::timeout(limit, pull_image(proxy, &node_tls, None, &info.tls, image, false))
+            .await
+            .map_err(|_| anyhow!("proxy image pull: no answer within {limit:?}"))??;
+        r.direct_image_s = r.direct_image_s.min(d);
+        r.proxy_image_s = r.proxy_image_s.min(p);
+    }
+    eprintln!(
+        "  [node] {IMAGE_LAYERS}-layer image pull: direct {:.0} MB/s, through the proxy {:.0} MB/s ({:.2}x the time, {redirects} blobs redirected)",
+        r.direct_image_mb_s(),
+        r.proxy_image_mb_s(),
+        r.image_ratio()
     );
 
     let n = cfg.manifest_gets.max(1);

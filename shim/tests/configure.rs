@@ -169,7 +169,9 @@ fn apply_twice_then_undo_restores_every_byte() {
         dj.starts_with("{\n    \"mtu\": 1400,\n    \"registry-mirrors\""),
         "{dj}"
     );
-    assert_eq!(read(r, "/etc/docker/certs.d/127.0.0.1:41234/ca.crt"), MIRROR_CA);
+    // The mirror's trust: the node CA, then the buildset CA (blob downloads are redirected there).
+    let mirror_trust = format!("{MIRROR_CA}{BUILDSET_CA}\n");
+    assert_eq!(read(r, "/etc/docker/certs.d/127.0.0.1:41234/ca.crt"), mirror_trust);
     assert_eq!(
         read(r, "/etc/docker/certs.d/buildset-registry:5000/ca.crt"),
         format!("{BUILDSET_CA}\n")
@@ -195,7 +197,7 @@ fn apply_twice_then_undo_restores_every_byte() {
             "{reg}: {dropin}"
         );
     }
-    assert_eq!(read(r, "/etc/containers/certs.d/127.0.0.1:41234/ca.crt"), MIRROR_CA);
+    assert_eq!(read(r, "/etc/containers/certs.d/127.0.0.1:41234/ca.crt"), mirror_trust);
 
     // containerd: the existing quay.io hosts.toml keeps its host after ours; others are new.
     let quay = read(r, "/etc/containerd/certs.d/quay.io/hosts.toml");
@@ -215,7 +217,7 @@ fn apply_twice_then_undo_restores_every_byte() {
         hub.contains("ca = \"/etc/containerd/certs.d/127.0.0.1:41234/ca.crt\""),
         "{hub}"
     );
-    assert_eq!(read(r, "/etc/containerd/certs.d/127.0.0.1:41234/ca.crt"), MIRROR_CA);
+    assert_eq!(read(r, "/etc/containerd/certs.d/127.0.0.1:41234/ca.crt"), mirror_trust);
     assert_eq!(read(r, "/etc/containerd/config.toml"), CONTAINERD_CONFIG);
 
     // buildkit
@@ -615,7 +617,7 @@ fn interception_files_and_system_trust_undo_byte_exact() {
         format!("{ETC_HOSTS}# specreg begin\n10.1.2.3\tbuildset-registry\n127.0.0.2\tquay.io gcr.io\n# specreg end\n")
     );
     for host in ["quay.io", "gcr.io"] {
-        assert_eq!(read(r, &format!("/etc/docker/certs.d/{host}/ca.crt")), MIRROR_CA);
+        assert_eq!(read(r, &format!("/etc/docker/certs.d/{host}/ca.crt")), format!("{MIRROR_CA}{BUILDSET_CA}\n"));
     }
     assert_eq!(read(r, "/etc/docker/certs.d/quay.io/client.cert"), "site client cert\n");
     assert_eq!(read(r, configure::intercept::SYSTEM_TRUST_FILE), MIRROR_CA);

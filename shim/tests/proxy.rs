@@ -63,13 +63,14 @@ async fn buildset_content_wins_by_digest() {
     }
     assert_eq!(direct.body, via.body);
 
-    // Blobs, by both spellings of the namespace, byte-exact.
+    // Blobs, by both spellings of the namespace, byte-exact (following the redirect).
     let img = &f.bs_quay;
-    let g = fetch(c.get(proxy.url(&format!("/v2/quay.io/org/specimen/blobs/{}", img.layer_digest)))).await;
+    let follow = f.following_client(&[]);
+    let g = fetch(follow.get(proxy.url(&format!("/v2/quay.io/org/specimen/blobs/{}", img.layer_digest)))).await;
     assert_eq!(g.status, StatusCode::OK);
     assert_eq!(g.body, img.layer);
     assert_eq!(g.header("docker-content-digest"), Some(img.layer_digest.as_str()));
-    let g = fetch(c.get(proxy.url(&format!("/v2/org/specimen/blobs/{}?ns=quay.io", img.config_digest)))).await;
+    let g = fetch(follow.get(proxy.url(&format!("/v2/org/specimen/blobs/{}?ns=quay.io", img.config_digest)))).await;
     assert_eq!(g.body, img.config);
 
     // Tags and by-digest manifests.
@@ -170,7 +171,7 @@ async fn misses_are_served_by_the_upstream() {
 async fn ranges_pass_through() {
     let f = Fixture::new(false).await;
     let proxy = proxy_for(&f).await;
-    let c = f.client(&[]);
+    let c = f.following_client(&[]);
 
     let cases = [
         (format!("/v2/library/specimen/blobs/{}", f.bs_library.layer_digest), &f.bs_library.layer, 10usize, 19usize),
@@ -182,6 +183,49 @@ async fn ranges_pass_through() {
         assert_eq!(g.header("content-range"), Some(format!("bytes {from}-{to}/{}", bytes.len()).as_str()));
         assert_eq!(g.body, bytes[from..=to]);
     }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildset_blobs_are_redirected_to_signed_urls_upstream_blobs_are_streamed() {
+    let f = Fixture::new(false).await;
+    let proxy = proxy_for(&f).await;
+    let c = f.client(&[]);
+    let img = &f.bs_library;
+
+    // The buildset registry's blob: a 307 straight to the buildset registry, whose signed
+    // URL needs no credentials and opens that blob only.
+    let path = format!("/v2/library/specimen/blobs/{}", img.layer_digest);
+    let g = fetch(c.get(proxy.url(&path))).await;
+    assert_eq!(g.status, StatusCode::TEMPORARY_REDIRECT, "{:?}", String::from_utf8_lossy(&g.body));
+    let location = g.header("location").unwrap().to_owned();
+    let want_prefix = format!("{}/v2/library/specimen/blobs/{}?", f.buildset.base_url(), img.layer_digest);
+    assert!(location.starts_with(&want_prefix), "{location}");
+    let direct = fetch(c.get(&location)).await;
+    assert_eq!(direct.status, StatusCode::OK);
+    assert_eq!(sha256(&direct.body), img.layer_digest);
+    let other = location.replace(&img.layer_digest, &img.config_digest);
+    assert_eq!(fetch(c.get(&other)).await.status, StatusCode::FORBIDDEN);
+
+    // HEAD is answered by the proxy as before (presence checks stay one round trip).
+    let h = fetch(c.head(proxy.url(&path))).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.header("content-length"), Some(img.layer.len().to_string().as_str()));
+
+    // A blob the buildset registry lacks comes from the upstream through the proxy.
+    let up = &f.up_library_other;
+    let g = fetch(c.get(proxy.url(&format!("/v2/library/other/blobs/{}", up.layer_digest)))).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(sha256(&g.body), up.layer_digest);
+    proxy.stop().await;
+
+    // With redirects off the proxy streams the buildset registry's blob itself.
+    let mut cfg = proxy_config(&f.buildset, Some(&f.upstream));
+    cfg.blob_redirects = false;
+    let proxy = start_proxy(cfg).await;
+    let g = fetch(c.get(proxy.url(&path))).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(g.body, img.layer);
     proxy.stop().await;
 }
 
@@ -421,7 +465,10 @@ async fn skopeo_pulls_through_the_tls_proxy() {
     let mut cfg = proxy_config(&f.buildset, Some(&f.upstream));
     cfg.tls = Some(node.server.clone());
     let proxy = start_proxy(cfg).await;
+    // As `use` writes it: the node CA for the proxy, and the buildset registry's CA, where
+    // blob downloads are redirected.
     let cert_dir = node.cert_dir();
+    std::fs::write(cert_dir.join("buildset-ca.crt"), f.buildset.ca_pem().unwrap()).unwrap();
     let cert_dir = cert_dir.to_str().unwrap();
     let addr = proxy.addr;
 

@@ -61,7 +61,11 @@ async fn a_64_mib_blob_streams_with_flat_memory() {
     let (up_chunk, up_digest) = big_blob(2);
     push_streamed(&buildset, &c, "library/big", bs_chunk, &bs_digest).await;
     push_streamed(&upstream, &c, "library/huge", up_chunk, &up_digest).await;
-    let proxy = start_proxy(proxy_config(&buildset, Some(&upstream))).await;
+    // The proxy streams the buildset registry's blob itself here (no redirect), so both
+    // paths through it are measured.
+    let mut cfg = proxy_config(&buildset, Some(&upstream));
+    cfg.blob_redirects = false;
+    let proxy = start_proxy(cfg).await;
 
     for path in [format!("/v2/library/big/blobs/{bs_digest}"), format!("/v2/library/huge/blobs/{up_digest}")] {
         let can_reset = reset_peak();

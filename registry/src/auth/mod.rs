@@ -2,6 +2,7 @@
 //! [`AllowAll`] for a plain-HTTP test registry, [`CredentialAuth`] for users with read or
 //! write access, HTTP Basic and Docker's bearer-token flow.
 
+pub mod blob_url;
 mod credential;
 pub mod scope;
 pub mod token;

@@ -5,6 +5,7 @@ use http::{header, StatusCode};
 use super::request::Ctx;
 use super::response::{self, Resp, CONTENT_DIGEST};
 use super::App;
+use crate::auth::blob_url;
 use crate::error::{ErrorCode, RegistryError};
 use crate::reference::{Digest, RepoName};
 use crate::storage::ByteRange;
@@ -63,6 +64,11 @@ pub async fn get(app: &App, ctx: &Ctx, name: &RepoName, digest: &Digest) -> Resu
         .await?
         .ok_or_else(|| RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown in {name}")))?;
     let head = ctx.method == http::Method::HEAD;
+    if !head && ctx.header(blob_url::REDIRECT_HEADER).is_some() {
+        if let Some(resp) = redirect(app, ctx, name, digest) {
+            return Ok(resp);
+        }
+    }
     let (status, range) = match parse_range(ctx.header(header::RANGE), size) {
         RangeRequest::Whole => (StatusCode::OK, ByteRange { start: 0, len: size }),
         RangeRequest::Part(r) => (StatusCode::PARTIAL_CONTENT, r),
@@ -96,6 +102,27 @@ pub async fn get(app: &App, ctx: &Ctx, name: &RepoName, digest: &Digest) -> Resu
         response::stream(app.registry.read_blob(digest, range).await?)
     };
     Ok(builder.body(body).expect("valid response"))
+}
+
+/// `307` to a signed URL of this blob on this server, for a client (the node's mirror
+/// proxy) that would rather hand the bytes' path to its own client. `None` when the request
+/// does not say which host it addressed.
+fn redirect(app: &App, ctx: &Ctx, name: &RepoName, digest: &Digest) -> Option<Resp> {
+    let host = ctx
+        .header(header::HOST)
+        .or_else(|| ctx.parts.uri.authority().map(|a| a.as_str()))?;
+    let scheme = if app.https { "https" } else { "http" };
+    let query = app.blob_urls.sign(name, digest, std::time::SystemTime::now());
+    let location = format!("{scheme}://{host}/v2/{name}/blobs/{digest}?{query}");
+    let location = http::HeaderValue::from_str(&location).ok()?;
+    Some(
+        response::status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, location)
+            .header(header::CONTENT_LENGTH, 0)
+            .header(CONTENT_DIGEST, digest.to_string())
+            .body(response::empty())
+            .expect("valid response"),
+    )
 }
 
 pub async fn delete(app: &App, _ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Resp, RegistryError> {

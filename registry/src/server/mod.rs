@@ -26,6 +26,7 @@ use request::Ctx;
 use response::Resp;
 use route::Route;
 
+use crate::auth::blob_url::{self, BlobUrlSigner};
 use crate::auth::{Access, AllowAll, Authorizer};
 use crate::error::{ErrorCode, RegistryError};
 use crate::registry::{Policy, Registry};
@@ -62,6 +63,10 @@ impl ServerConfig {
 pub struct App {
     pub registry: Registry,
     pub authorizer: Arc<dyn Authorizer>,
+    /// Signs the URLs of blob redirects (see [`crate::auth::blob_url`]).
+    pub blob_urls: BlobUrlSigner,
+    /// Whether clients reach this server over TLS: the scheme of the URLs it hands out.
+    pub https: bool,
 }
 
 impl App {
@@ -69,6 +74,8 @@ impl App {
         App {
             registry: Registry::new(storage, policy),
             authorizer,
+            blob_urls: BlobUrlSigner::random(),
+            https: false,
         }
     }
 }
@@ -102,7 +109,8 @@ impl Server {
 
     pub fn from_listener(listener: TcpListener, config: ServerConfig) -> Result<Server, ServerError> {
         let storage = FsStorage::open(&config.data_dir, config.fsync)?;
-        let app = App::new(Arc::new(storage), config.policy, config.authorizer);
+        let mut app = App::new(Arc::new(storage), config.policy, config.authorizer);
+        app.https = config.tls.is_some();
         Ok(Server {
             listener,
             app: Arc::new(app),
@@ -130,6 +138,18 @@ impl Server {
         let handler = move |req| handle(app.clone(), req);
         listen::accept_loop(&self.listener, self.tls.clone(), handler, shutdown).await
     }
+}
+
+/// The verdict on a blob read through a signed URL, or `None` when the request carries no
+/// signature (and goes through the authorizer as usual).
+fn signed_blob_read(app: &App, ctx: &Ctx) -> Option<Result<(), blob_url::BlobUrlError>> {
+    let Route::Blob(name, digest) = &ctx.route else { return None };
+    if !matches!(ctx.method, Method::GET | Method::HEAD) {
+        return None;
+    }
+    let signature = ctx.query(blob_url::SIGNATURE_PARAM)?;
+    let expires = ctx.query(blob_url::EXPIRES_PARAM);
+    Some(app.blob_urls.verify(name, digest, expires, Some(signature), std::time::SystemTime::now()))
 }
 
 /// Answers one request. Every failure becomes the spec's JSON error.
@@ -171,7 +191,10 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Resp, RegistryErr
         repo: ctx.route.repo().cloned(),
         action,
     };
-    if let Err(denial) = app.authorizer.check(&ctx.parts, &access) {
+    if let Some(signed) = signed_blob_read(app, &ctx) {
+        // A redirect the registry itself signed stands in for the credentials it checked.
+        signed.map_err(|e| RegistryError::new(ErrorCode::Denied, e.to_string()).with_status(StatusCode::FORBIDDEN))?;
+    } else if let Err(denial) = app.authorizer.check(&ctx.parts, &access) {
         return Ok(ctx.finish(auth::denial_response(denial, ctx.method == Method::HEAD)));
     }
     let m = ctx.method.clone();

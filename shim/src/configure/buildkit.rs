@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{Array, DocumentMut, Item, Table, Value};
 
-use super::{pem_bytes, ConfigureError, FileKind, NewFile, Planner};
+use super::{ConfigureError, FileKind, NewFile, Planner};
 
 pub const CONFIG: &str = "/etc/buildkit/buildkitd.toml";
 pub const CERTS_D: &str = "/etc/buildkit/certs.d";
@@ -117,7 +117,7 @@ pub(super) fn plan(p: &mut Planner) -> Result<(), ConfigureError> {
     let mirror = setup.mirror.to_string();
     let ca = cert_path(&mirror);
     let ca_str = ca.to_string_lossy().into_owned();
-    p.exact(&ca, FileKind::BuildkitCert, &pem_bytes(&setup.mirror_ca_pem))?;
+    p.exact(&ca, FileKind::BuildkitCert, &setup.mirror_trust_pem())?;
     p.file(Path::new(CONFIG), FileKind::BuildkitdToml, NewFile::SYSTEM, |old| {
         plan_buildkitd(old, &setup.registries, &mirror, &ca_str)
     })

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use toml_edit::{Array, DocumentMut, Item, Table};
 
-use super::{pem_bytes, ConfigureError, FileKind, NewFile, Planner};
+use super::{ConfigureError, FileKind, NewFile, Planner};
 
 pub const CONFIG: &str = "/etc/containerd/config.toml";
 pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
@@ -210,7 +210,7 @@ pub(super) fn plan(p: &mut Planner) -> Result<(), ConfigureError> {
         .to_str()
         .ok_or_else(|| ConfigureError::Setup(format!("{} is not UTF-8", ca.display())))?
         .to_string();
-    p.exact(&ca, FileKind::ContainerdCert, &pem_bytes(&setup.mirror_ca_pem))?;
+    p.exact(&ca, FileKind::ContainerdCert, &setup.mirror_trust_pem())?;
     for reg in &setup.registries {
         let path = hosts.dir.join(reg).join("hosts.toml");
         p.file(&path, FileKind::ContainerdHosts, NewFile::SYSTEM, |old| {

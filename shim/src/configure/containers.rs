@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{DocumentMut, Item, TableLike, Value};
 
-use super::{pem_bytes, ConfigureError, FileKind, NewFile, Planner};
+use super::{ConfigureError, FileKind, NewFile, Planner};
 
 pub const MAIN: &str = "/etc/containers/registries.conf";
 pub const DROP_IN_DIR: &str = "/etc/containers/registries.conf.d";
@@ -482,7 +482,7 @@ pub(super) fn plan(p: &mut Planner) -> Result<(), ConfigureError> {
     p.exact(
         &cert_path(&mirror),
         FileKind::ContainersCert,
-        &pem_bytes(&setup.mirror_ca_pem),
+        &setup.mirror_trust_pem(),
     )?;
     Ok(())
 }

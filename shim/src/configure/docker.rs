@@ -100,7 +100,7 @@ pub(super) fn plan(p: &mut Planner) -> Result<(), ConfigureError> {
     p.exact(
         &cert_path(&setup.mirror.to_string()),
         FileKind::DockerCert,
-        &pem_bytes(&setup.mirror_ca_pem),
+        &setup.mirror_trust_pem(),
     )?;
     for name in setup.buildset_names() {
         p.exact(

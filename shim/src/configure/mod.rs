@@ -215,6 +215,18 @@ impl NodeSetup {
         }
     }
 
+    /// What a client trusts when it talks to the mirror: the node CA that issued the
+    /// proxy's certificate, then the buildset registry's CA, because the proxy redirects
+    /// blob downloads to signed URLs on the buildset registry and clients follow a redirect
+    /// with the TLS settings of the host they asked (docker, containers/image, containerd).
+    pub fn mirror_trust_pem(&self) -> Vec<u8> {
+        let mut bundle = pem_bytes(&self.mirror_ca_pem);
+        if self.buildset.ca_pem.trim() != self.mirror_ca_pem.trim() {
+            bundle.extend_from_slice(&pem_bytes(&self.buildset.ca_pem));
+        }
+        bundle
+    }
+
     /// Checks names before any file is read.
     pub fn validate(&self) -> Result<(), ConfigureError> {
         let bad = |m: String| Err(ConfigureError::Setup(m));

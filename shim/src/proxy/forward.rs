@@ -31,7 +31,14 @@ pub struct State {
     pub read_timeout: Duration,
     /// Hosts served on the interception listener (lower case, no port).
     pub intercepted: Vec<String>,
+    /// Ask the buildset registry to redirect blob GETs to signed URLs of its own, so the
+    /// client fetches the bytes straight from it (see `ProxyConfig::blob_redirects`).
+    pub blob_redirects: bool,
 }
+
+/// The request header by which the proxy asks a specreg buildset registry for a redirect
+/// (`specreg_registry::auth::blob_url::REDIRECT_HEADER`); other registries ignore it.
+const BLOB_REDIRECT: HeaderName = HeaderName::from_static(specreg_registry::auth::blob_url::REDIRECT_HEADER);
 
 /// Where an answer came from, for the log.
 #[derive(Debug, Clone, Copy)]
@@ -108,7 +115,16 @@ pub(super) async fn overlay(state: &State, mapped: &Mapped, req: Request<Incomin
             Err(resp) => return (resp, Source::Proxy),
         }
     }
-    match ask_buildset(state, mapped, &parts.method, &mapped.buildset_path, &parts.headers).await {
+    let redirect = state.blob_redirects && mapped.kind == Kind::Blob && parts.method == Method::GET;
+    let mut headers = parts.headers.clone();
+    if redirect {
+        headers.insert(BLOB_REDIRECT, HeaderValue::from_static("1"));
+    }
+    match ask_buildset(state, mapped, &parts.method, &mapped.buildset_path, &headers).await {
+        // The signed URL points at the buildset registry itself: hand it on unchanged.
+        Ok(Some(resp)) if redirect && resp.status() == StatusCode::TEMPORARY_REDIRECT => {
+            (relay(resp, |_| None), Source::Buildset)
+        }
         Ok(Some(resp)) => (relay(resp, |t| state.buildset.relativize(t)), Source::Buildset),
         Ok(None) => miss(state, mapped, &parts).await,
         Err(resp) => (resp, Source::Proxy),

@@ -94,6 +94,12 @@ pub struct ProxyConfig {
     pub intercept: Option<InterceptConfig>,
     /// Fixed addresses for upstream hosts (`quay.io` -> `192.0.2.7`), used before DNS.
     pub resolve: Vec<(String, IpAddr)>,
+    /// Blob GETs that the buildset registry holds are answered with its `307` to a
+    /// short-lived signed URL of the blob, so the client fetches the bytes straight from the
+    /// buildset registry and the proxy stays out of the byte path (the client must trust
+    /// the buildset registry's CA: `use` puts it beside the node CA). Off, the proxy
+    /// streams every blob itself.
+    pub blob_redirects: bool,
 }
 
 /// The interception listener.
@@ -118,6 +124,7 @@ impl ProxyConfig {
             read_timeout: Duration::from_secs(30),
             intercept: None,
             resolve: Vec::new(),
+            blob_redirects: true,
         }
     }
 }
@@ -180,6 +187,7 @@ impl Proxy {
             authoritative: cfg.authoritative.clone(),
             read_timeout: cfg.read_timeout,
             intercepted,
+            blob_redirects: cfg.blob_redirects,
         };
         let listener = TcpListener::bind(cfg.listen)
             .await

@@ -189,7 +189,17 @@ pub struct Image {
 
 /// A test HTTP client trusting the given CAs, following no redirects, using no proxy.
 pub fn client(cas: &[&str]) -> Client {
-    let mut b = Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none());
+    client_with(cas, reqwest::redirect::Policy::none())
+}
+
+/// The same, following redirects as container clients do (dropping `Authorization` when
+/// the host changes).
+pub fn following_client(cas: &[&str]) -> Client {
+    client_with(cas, reqwest::redirect::Policy::limited(5))
+}
+
+fn client_with(cas: &[&str], redirects: reqwest::redirect::Policy) -> Client {
+    let mut b = Client::builder().no_proxy().redirect(redirects);
     for ca in cas {
         b = b.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
     }
@@ -334,5 +344,14 @@ impl Fixture {
         let mut cas: Vec<&str> = vec![&b, &u];
         cas.extend_from_slice(extra);
         client(&cas)
+    }
+
+    /// A client trusting both registries' CAs (and `extra`) that follows redirects.
+    pub fn following_client(&self, extra: &[&str]) -> Client {
+        let b = self.buildset.ca_pem().unwrap();
+        let u = self.upstream.ca_pem().unwrap();
+        let mut cas: Vec<&str> = vec![&b, &u];
+        cas.extend_from_slice(extra);
+        following_client(&cas)
     }
 }
