@@ -9,10 +9,12 @@
 //! | Configurator | Files (under [`NodeSetup::root`]) | After apply |
 //! |---|---|---|
 //! | [`docker`] | `/etc/docker/daemon.json` (`registry-mirrors`, ours first), `/etc/docker/certs.d/<mirror>/ca.crt`, `/etc/docker/certs.d/<buildset>/ca.crt` | SIGHUP dockerd ([`process::dockerd_pid`]) |
+//! | [`docker`] (containerd image store) | `/etc/docker/certs.d/<registry>/hosts.toml` per registry, mirror first | nothing (read per pull) |
+//! | [`intercept`] | `/etc/docker/certs.d/<intercepted host>/ca.crt`; with `system_trust`, `/usr/local/share/ca-certificates/specreg-node-ca.crt` | `update-ca-certificates` when the system store changed |
 //! | [`containers`] | `/etc/containers/registries.conf.d/99-specreg.conf` (or, for a v1 main file, `/etc/containers/registries.conf`), `/etc/containers/certs.d/<mirror>/ca.crt` | SIGHUP cri-o ([`process::crio_pid`]) |
 //! | [`containerd`] | `<hosts dir>/<registry>/hosts.toml`, `<hosts dir>/<mirror>/ca.crt` | nothing (warns when `config_path` is unset) |
 //! | [`buildkit`] | `/etc/buildkit/buildkitd.toml`, `/etc/buildkit/certs.d/<mirror>/ca.crt` | recreate builders / restart buildkitd |
-//! | [`etc_hosts`] | `/etc/hosts` (marked block, only when the buildset registry is an IP) | nothing |
+//! | [`etc_hosts`] | `/etc/hosts` (marked block: the buildset registry's alias when it is an IP, intercepted hosts on the proxy's address) | nothing |
 //! | [`credentials`] | the credential store of `docker-credential-specreg`, `~/.docker/config.json` (`credHelpers`) | nothing |
 //!
 //! How the clients address the mirror (the proxy must accept all three):

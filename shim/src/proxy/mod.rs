@@ -10,6 +10,12 @@
 //! Pushes go to the buildset registry. See [`mapping`] for how a path names a registry
 //! and a repository.
 //!
+//! With [`ProxyConfig::intercept`] the proxy also stands in for whole registry hosts
+//! (`quay.io`) on a second, TLS-only listener that `/etc/hosts` points them at: each host's
+//! own leaf by SNI ([`intercept`]), the same overlay for pulls, and everything else
+//! (pushes, token endpoints) passed to the real host untouched. The real host is resolved
+//! past `/etc/hosts` (see `resolve`), so the proxy never calls itself.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), specreg_shim::proxy::ProxyError> {
 //! use specreg_registry::auth::Secret;
