@@ -281,6 +281,7 @@ fn docker_pulls_and_pushes_quay_io_through_interception() {
     let o = run_fails(docker().args(["pull", "quay.io/gated/missing:1"]));
     let want = "quay.io/gated/missing:1 is not in the buildset registry, and names under quay.io/gated/ are served only from there";
     assert!(o.stderr.contains(want), "docker pull of an authoritative miss should say {want:?}\n{}", o.describe());
+    eprintln!("docker on the authoritative miss: {}", o.stderr.trim());
     let images = run_ok(docker().args(["images", "--digests", "--format", "{{.Repository}}@{{.Digest}}"]));
     assert!(!images.contains(&up_gated), "the stand-in's gated image must not arrive\n{images}");
 
