@@ -1,8 +1,10 @@
 //! `specreg`: the command line. Argument parsing and wiring only; the work happens in the
 //! `specreg-registry`, `specreg-certs` and `specreg-shim` crates.
 
+mod data_lock;
 mod info;
 mod proxy_cmd;
+mod prune_cmd;
 mod serve;
 mod use_cmd;
 mod use_intercept;
@@ -20,6 +22,9 @@ struct Cli {
 enum Command {
     /// Run an OCI registry (a buildset or intermediate registry).
     Serve(serve::ServeArgs),
+    /// Expire old tags and delete what no kept tag reaches, in a data directory no
+    /// server is using.
+    Prune(prune_cmd::PruneArgs),
     /// Set this node's container clients up to pull through the buildset registry.
     Use(use_cmd::UseArgs),
     /// Run the node-local mirror proxy in the foreground.
@@ -50,6 +55,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Use(args) => use_cmd::run(args),
+        Command::Prune(args) => prune_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(args),
         Command::CredentialHelper { action } => {
             let args = vec!["docker-credential-specreg".to_owned(), action];

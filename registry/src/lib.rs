@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod manifest;
+pub mod prune;
 pub mod reference;
 pub mod registry;
 pub mod server;

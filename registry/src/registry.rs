@@ -10,12 +10,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, RegistryError};
 use crate::manifest::{self, ManifestInfo};
+use crate::prune::activity::Activity;
 use crate::reference::{Algorithm, Digest, Reference, RepoName, Tag};
 use crate::storage::{ByteRange, ByteStream, Storage, StorageError, UploadId, UploadMeta};
 
@@ -30,6 +32,9 @@ pub struct Policy {
     pub allow_sparse_index: bool,
     /// Bytes of manifest content kept in memory.
     pub manifest_cache_bytes: usize,
+    /// Record what requests touch, so a garbage collection may run while serving
+    /// ([`crate::prune`]); without it a collection needs the registry idle.
+    pub track_activity: bool,
 }
 
 impl Default for Policy {
@@ -38,6 +43,7 @@ impl Default for Policy {
             delete_enabled: true,
             allow_sparse_index: false,
             manifest_cache_bytes: 8 << 20,
+            track_activity: false,
         }
     }
 }
@@ -45,19 +51,54 @@ impl Default for Policy {
 /// What is recorded of a manifest in a repository.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ManifestRecord {
-    media_type: String,
-    size: u64,
+pub(crate) struct ManifestRecord {
+    pub(crate) media_type: String,
+    pub(crate) size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    subject: Option<String>,
+    pub(crate) subject: Option<String>,
+}
+
+/// Where a tag points and when it was last pushed (what expiry goes by).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TagEntry {
+    pub(crate) digest: Digest,
+    pub(crate) written: SystemTime,
+}
+
+/// A tag as stored. Data directories of earlier versions hold the bare digest instead;
+/// those tags take the time their object was last written.
+#[derive(Serialize, Deserialize)]
+struct StoredTag {
+    digest: String,
+    written_unix_ms: u64,
+}
+
+/// A tag pushed again to the same manifest is rewritten (to renew its time) only when its
+/// time is older than this, so push storms cost no writes.
+const TAG_RENEW_AFTER: Duration = Duration::from_secs(60);
+
+fn stored_tag(digest: &Digest, written: SystemTime) -> Vec<u8> {
+    let ms = written.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    serde_json::to_vec(&StoredTag { digest: digest.to_string(), written_unix_ms: ms }).expect("tag serialises")
+}
+
+/// The digest of a stored tag and its time, when it has one.
+fn parse_stored_tag(raw: &[u8]) -> Option<(Digest, Option<SystemTime>)> {
+    let text = std::str::from_utf8(raw).ok()?.trim();
+    if text.starts_with('{') {
+        let t: StoredTag = serde_json::from_str(text).ok()?;
+        let written = UNIX_EPOCH + Duration::from_millis(t.written_unix_ms);
+        return Some((Digest::parse(&t.digest).ok()?, Some(written)));
+    }
+    Some((Digest::parse(text).ok()?, None))
 }
 
 #[derive(Default)]
-struct RepoState {
-    tags: RwLock<BTreeMap<String, Digest>>,
-    manifests: RwLock<HashMap<Digest, ManifestRecord>>,
+pub(crate) struct RepoState {
+    pub(crate) tags: RwLock<BTreeMap<String, TagEntry>>,
+    pub(crate) manifests: RwLock<HashMap<Digest, ManifestRecord>>,
     /// Serialises writers of this repository's tags and manifests.
-    write: tokio::sync::Mutex<()>,
+    pub(crate) write: tokio::sync::Mutex<()>,
     in_catalog: AtomicBool,
 }
 
@@ -102,6 +143,9 @@ pub struct Registry {
     policy: Policy,
     repos: RwLock<HashMap<RepoName, Arc<RepoState>>>,
     cache: Mutex<ManifestCache>,
+    pub(crate) activity: Activity,
+    /// One collection at a time.
+    pub(crate) pruning: tokio::sync::Mutex<()>,
 }
 
 /// Manifest bytes by digest. Content-addressed, so an entry can never be stale; bounded
@@ -112,20 +156,23 @@ struct ManifestCache {
     bytes: usize,
 }
 
-fn tag_key(repo: &RepoName, tag: &str) -> String {
+pub(crate) fn tag_key(repo: &RepoName, tag: &str) -> String {
     format!("repos/{repo}/_tags/{tag}")
 }
 fn tags_prefix(repo: &RepoName) -> String {
     format!("repos/{repo}/_tags")
 }
-fn manifest_key(repo: &RepoName, d: &Digest) -> String {
+pub(crate) fn manifest_key(repo: &RepoName, d: &Digest) -> String {
     format!("repos/{repo}/_manifests/{}/{}", d.algorithm(), d.hex())
 }
 fn manifests_prefix(repo: &RepoName, alg: Algorithm) -> String {
     format!("repos/{repo}/_manifests/{alg}")
 }
-fn blob_link_key(repo: &RepoName, d: &Digest) -> String {
+pub(crate) fn blob_link_key(repo: &RepoName, d: &Digest) -> String {
     format!("repos/{repo}/_blobs/{}/{}", d.algorithm(), d.hex())
+}
+pub(crate) fn blob_links_prefix(repo: &RepoName, alg: Algorithm) -> String {
+    format!("repos/{repo}/_blobs/{alg}")
 }
 /// Catalog entries are flat: `/` in a name becomes `+`, which no name contains.
 fn catalog_key(repo: &RepoName) -> String {
@@ -147,10 +194,12 @@ fn blob_unknown(repo: &RepoName, d: &Digest) -> RegistryError {
 impl Registry {
     pub fn new(storage: Arc<dyn Storage>, policy: Policy) -> Self {
         Registry {
+            activity: Activity::new(policy.track_activity),
             storage,
             policy,
             repos: RwLock::new(HashMap::new()),
             cache: Mutex::new(ManifestCache::default()),
+            pruning: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -171,7 +220,7 @@ impl Registry {
 
     /// The state of a repository about to be written: always kept in memory, since
     /// writers update it after storage.
-    async fn repo_mut(&self, name: &RepoName) -> Result<Arc<RepoState>> {
+    pub(crate) async fn repo_mut(&self, name: &RepoName) -> Result<Arc<RepoState>> {
         self.repo_state(name, true).await
     }
 
@@ -192,12 +241,15 @@ impl Registry {
         let state = RepoState::default();
         let mut tags = BTreeMap::new();
         for tag in self.storage.list_meta(&tags_prefix(name)).await? {
-            if let Some(raw) = self.storage.get_meta(&tag_key(name, &tag)).await? {
-                let digest = std::str::from_utf8(&raw)
-                    .ok()
-                    .and_then(|s| Digest::parse(s.trim()).ok())
-                    .ok_or_else(|| StorageError::Corrupt(format!("tag {name}:{tag}")))?;
-                tags.insert(tag, digest);
+            let key = tag_key(name, &tag);
+            if let Some(raw) = self.storage.get_meta(&key).await? {
+                let (digest, written) =
+                    parse_stored_tag(&raw).ok_or_else(|| StorageError::Corrupt(format!("tag {name}:{tag}")))?;
+                let written = match written {
+                    Some(t) => t,
+                    None => self.storage.meta_modified(&key).await?.unwrap_or_else(SystemTime::now),
+                };
+                tags.insert(tag, TagEntry { digest, written });
             }
         }
         let mut manifests = HashMap::new();
@@ -216,6 +268,26 @@ impl Registry {
         *state.manifests.write().expect("manifests lock") = manifests;
         state.in_catalog.store(in_catalog, Ordering::Relaxed);
         Ok(state)
+    }
+
+    /// Drops a repository that holds nothing any more (no tag, manifest or blob link) from
+    /// the catalog. The collector calls this with the activity lock held exclusively, so
+    /// no push is adding to the repository meanwhile.
+    pub(crate) async fn uncatalog_if_empty(&self, name: &RepoName, state: &RepoState) -> Result<bool> {
+        let _writer = state.write.lock().await;
+        if !state.tags.read().expect("tags lock").is_empty()
+            || !state.manifests.read().expect("manifests lock").is_empty()
+        {
+            return Ok(false);
+        }
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            if !self.storage.list_meta(&blob_links_prefix(name, alg)).await?.is_empty() {
+                return Ok(false);
+            }
+        }
+        let removed = self.storage.delete_meta(&catalog_key(name)).await?;
+        state.in_catalog.store(false, Ordering::Relaxed);
+        Ok(removed)
     }
 
     async fn ensure_in_catalog(&self, name: &RepoName, state: &RepoState) -> Result<()> {
@@ -237,8 +309,16 @@ impl Registry {
 
     // ---- blobs -------------------------------------------------------------------------
 
-    /// Size of a blob visible in `repo`, `None` when not visible there.
+    /// Size of a blob visible in `repo`, `None` when not visible there. A client told
+    /// "present" may rely on it: the blob counts as used for the collector's grace window.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let _in_use = self.activity.shared().await;
+        self.activity.touch(digest);
+        self.linked_blob_size(repo, digest).await
+    }
+
+    /// [`Self::blob_size`] for callers already holding the activity lock.
+    async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         if self.storage.get_meta(&blob_link_key(repo, digest)).await?.is_none() {
             return Ok(None);
         }
@@ -251,6 +331,12 @@ impl Registry {
 
     /// Makes a stored blob visible in `repo`.
     pub async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let _in_use = self.activity.shared().await;
+        self.activity.touch(digest);
+        self.link_blob_locked(repo, digest).await
+    }
+
+    async fn link_blob_locked(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let state = self.repo_mut(repo).await?;
         self.storage.touch_meta(&blob_link_key(repo, digest)).await?;
         self.ensure_in_catalog(repo, &state).await
@@ -269,10 +355,12 @@ impl Registry {
     /// Cross-repository mount: true when `digest` is readable in `from` and is now linked
     /// into `repo`.
     pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
-        if self.blob_size(from, digest).await?.is_none() {
+        let _in_use = self.activity.shared().await;
+        self.activity.touch(digest);
+        if self.linked_blob_size(from, digest).await?.is_none() {
             return Ok(false);
         }
-        self.link_blob(repo, digest).await?;
+        self.link_blob_locked(repo, digest).await?;
         Ok(true)
     }
 
@@ -320,8 +408,12 @@ impl Registry {
     /// Verifies and publishes an upload, then links it into `repo`.
     pub async fn finish_upload(&self, repo: &RepoName, id: &UploadId, digest: &Digest) -> Result<u64> {
         self.upload_offset(repo, id).await?;
+        // Publishing and linking form one step for the collector: it never sees the new
+        // bytes unlinked, and never deletes an older copy just replaced by them.
+        let _in_use = self.activity.shared().await;
+        self.activity.touch(digest);
         let size = self.storage.finish_upload(id, digest).await?;
-        self.link_blob(repo, digest).await?;
+        self.link_blob_locked(repo, digest).await?;
         Ok(size)
     }
 
@@ -342,7 +434,7 @@ impl Registry {
                 .read()
                 .expect("tags lock")
                 .get(t.as_str())
-                .cloned()
+                .map(|e| e.digest.clone())
                 .ok_or_else(|| manifest_unknown(repo, t))?,
         };
         let record = state
@@ -358,13 +450,17 @@ impl Registry {
     /// Digest, media type and size of a manifest, without its bytes (HEAD).
     pub async fn stat_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<(Digest, String, u64)> {
         let state = self.repo(repo).await?;
+        let _in_use = self.activity.shared().await;
         let (digest, record) = self.resolve(repo, &state, reference)?;
+        self.activity.touch(&digest);
         Ok((digest, record.media_type, record.size))
     }
 
     pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<ServedManifest> {
         let state = self.repo(repo).await?;
+        let _in_use = self.activity.shared().await;
         let (digest, record) = self.resolve(repo, &state, reference)?;
+        self.activity.touch(&digest);
         let body = self.manifest_bytes(&digest).await?;
         Ok(ServedManifest {
             digest,
@@ -373,7 +469,7 @@ impl Registry {
         })
     }
 
-    async fn manifest_bytes(&self, digest: &Digest) -> Result<Bytes> {
+    pub(crate) async fn manifest_bytes(&self, digest: &Digest) -> Result<Bytes> {
         if let Some(b) = self.cache.lock().expect("cache lock").entries.get(digest) {
             return Ok(b.clone());
         }
@@ -383,6 +479,14 @@ impl Registry {
             .await?;
         self.cache_manifest(digest, &body);
         Ok(body)
+    }
+
+    /// Forgets cached bytes of content the collector deleted.
+    pub(crate) fn evict_cached(&self, digest: &Digest) {
+        let mut cache = self.cache.lock().expect("cache lock");
+        if let Some(old) = cache.entries.remove(digest) {
+            cache.bytes -= old.len();
+        }
     }
 
     fn cache_manifest(&self, digest: &Digest, body: &Bytes) {
@@ -429,6 +533,12 @@ impl Registry {
             Reference::Tag(_) => Algorithm::Sha256.digest_of(&body),
         };
         let state = self.repo_mut(repo).await?;
+        // Held until the tags are written: the collector cannot delete anything this
+        // manifest relies on between the checks below and the record's write.
+        let _in_use = self.activity.shared().await;
+        self.activity.touch(&digest);
+        self.activity
+            .touch_all(info.blobs.iter().chain(&info.children).map(|b| &b.digest));
         self.check_references(repo, &state, &info).await?;
 
         let record = ManifestRecord {
@@ -474,19 +584,22 @@ impl Registry {
                 .expect("manifests lock")
                 .insert(digest.clone(), record);
         }
+        let now = SystemTime::now();
         for tag in tags {
-            let unchanged = state.tags.read().expect("tags lock").get(tag) == Some(&digest);
-            if unchanged {
+            let recent = state.tags.read().expect("tags lock").get(tag).is_some_and(|e| {
+                e.digest == digest && now.duration_since(e.written).map_or(true, |age| age < TAG_RENEW_AFTER)
+            });
+            if recent {
                 continue;
             }
-            self.storage
-                .put_meta(&tag_key(repo, tag), digest.to_string().as_bytes())
-                .await?;
-            state
-                .tags
-                .write()
-                .expect("tags lock")
-                .insert(tag.to_owned(), digest.clone());
+            self.storage.put_meta(&tag_key(repo, tag), &stored_tag(&digest, now)).await?;
+            state.tags.write().expect("tags lock").insert(
+                tag.to_owned(),
+                TagEntry {
+                    digest: digest.clone(),
+                    written: now,
+                },
+            );
         }
         self.ensure_in_catalog(repo, &state).await?;
         Ok(PushedManifest {
@@ -497,7 +610,7 @@ impl Registry {
 
     async fn check_references(&self, repo: &RepoName, state: &RepoState, info: &ManifestInfo) -> Result<()> {
         for blob in &info.blobs {
-            match self.blob_size(repo, &blob.digest).await? {
+            match self.linked_blob_size(repo, &blob.digest).await? {
                 None => {
                     return Err(RegistryError::new(
                         ErrorCode::ManifestBlobUnknown,
@@ -567,7 +680,7 @@ impl Registry {
                     .read()
                     .expect("tags lock")
                     .iter()
-                    .filter(|(_, v)| *v == d)
+                    .filter(|(_, v)| v.digest == *d)
                     .map(|(k, _)| k.clone())
                     .collect();
                 // Tags first, so no tag ever points at a missing manifest.

@@ -29,6 +29,10 @@ pub struct FileConfig {
     pub cert_validity_days: Option<u32>,
     pub token_lifetime_secs: Option<u64>,
     pub service: Option<String>,
+    /// Humane durations (`7d`, `24h`), as the flags of the same names.
+    pub expire: Option<String>,
+    pub prune_interval: Option<String>,
+    pub grace: Option<String>,
     #[serde(default)]
     pub users: Vec<FileUser>,
 }
@@ -167,6 +171,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.users.len(), 1);
         assert!(toml::from_str::<FileConfig>("lissten = 1").is_err());
+        let c: FileConfig = toml::from_str("expire = \"7d\"\nprune_interval = \"1h\"\ngrace = \"30m\"\n").unwrap();
+        assert_eq!(c.expire.as_deref(), Some("7d"));
+        assert_eq!(c.prune_interval.as_deref(), Some("1h"));
+        assert_eq!(c.grace.as_deref(), Some("30m"));
     }
 
     #[test]

@@ -69,6 +69,25 @@ pub struct ServeArgs {
     /// Accept an index whose child manifests are not in the repository.
     #[arg(long)]
     allow_sparse_index: bool,
+    /// Delete tags last pushed longer ago than this (e.g. 24h, 7d), and then whatever no
+    /// kept tag reaches, every --prune-interval (an intermediate registry).
+    #[arg(long, value_parser = crate::prune_cmd::parse_duration)]
+    expire: Option<Duration>,
+    /// How often to collect garbage while serving [default: 1h when --expire is given].
+    /// Without --expire, tags stay and only unreachable content is collected.
+    #[arg(long, value_parser = crate::prune_cmd::parse_duration)]
+    prune_interval: Option<Duration>,
+    /// What the collector never deletes: anything written, linked or used within this
+    /// window [default: 1h].
+    #[arg(long, value_parser = crate::prune_cmd::parse_duration)]
+    grace: Option<Duration>,
+}
+
+/// When and how the server collects garbage.
+struct PruneSchedule {
+    expire: Option<Duration>,
+    interval: Duration,
+    grace: Duration,
 }
 
 /// Everything decided, flags merged over the file.
@@ -89,6 +108,13 @@ struct Settings {
     token_lifetime: Duration,
     service: String,
     users: Vec<UserSpec>,
+    prune: Option<PruneSchedule>,
+}
+
+fn file_duration(value: Option<String>, key: &str) -> anyhow::Result<Option<Duration>> {
+    value
+        .map(|v| crate::prune_cmd::parse_duration(&v).map_err(|e| anyhow::anyhow!("{key} = {v:?}: {e}")))
+        .transpose()
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
@@ -111,6 +137,26 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     if users.is_empty() {
         users = file.users.into_iter().map(UserSpec::from).collect();
     }
+    let expire = args.expire.or(file_duration(file.expire, "expire")?);
+    let interval = args.prune_interval.or(file_duration(file.prune_interval, "prune_interval")?);
+    let grace = args.grace.or(file_duration(file.grace, "grace")?);
+    let prune = match (expire, interval) {
+        (None, None) => None,
+        (expire, interval) => {
+            let interval = interval.unwrap_or(Duration::from_secs(3600));
+            if interval.is_zero() {
+                bail!("--prune-interval must be longer than zero");
+            }
+            Some(PruneSchedule {
+                expire,
+                interval,
+                grace: grace.unwrap_or(specreg_registry::prune::DEFAULT_GRACE),
+            })
+        }
+    };
+    if prune.is_none() && grace.is_some() {
+        bail!("--grace only matters with --expire or --prune-interval");
+    }
     let mut sans = file.san;
     sans.extend(args.sans);
     Ok(Settings {
@@ -130,12 +176,14 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         token_lifetime: Duration::from_secs(file.token_lifetime_secs.unwrap_or(300)),
         service: file.service.unwrap_or_else(|| "specreg".to_owned()),
         users,
+        prune,
     })
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let s = settings(args)?;
+    let mut s = settings(args)?;
     std::fs::create_dir_all(&s.data).with_context(|| format!("creating data directory {}", s.data.display()))?;
+    let _lock = crate::data_lock::DataLock::acquire(&s.data, "serve")?;
 
     let public_host = s.public_host.clone().unwrap_or_else(|| default_public_host(s.listen));
     let tls = if s.insecure_http { None } else { Some(tls_material(&s, &public_host)?) };
@@ -167,6 +215,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.fsync = s.fsync;
     config.policy.delete_enabled = s.delete;
     config.policy.allow_sparse_index = s.allow_sparse_index;
+    // The collector runs beside requests: they must record what they rely on.
+    config.policy.track_activity = s.prune.is_some();
     config.authorizer = authorizer;
     config.tls = tls.as_ref().map(|t| t.server.clone());
 
@@ -194,6 +244,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("writing connection info to {}", s.info_file.display()))?;
         }
         tracing::info!(%addr, data = %s.data.display(), fsync = s.fsync, tls = tls.is_some(), "registry ready");
+        if let Some(schedule) = s.prune.take() {
+            tokio::spawn(prune_periodically(server.app(), schedule));
+        }
         let mut out = std::io::stdout().lock();
         let mut line = format!("specreg serve: listening on {scheme}://{addr}");
         if let Some(user) = &first_user {
@@ -215,6 +268,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         Ok(())
     })
+}
+
+/// Collects garbage every interval, the first time one interval after start.
+async fn prune_periodically(app: Arc<specreg_registry::server::App>, schedule: PruneSchedule) {
+    use specreg_registry::prune::{prune, PruneOptions};
+    let human = |d: Duration| humantime::format_duration(d).to_string();
+    tracing::info!(
+        expire = schedule.expire.map_or_else(|| "never".to_owned(), human),
+        interval = human(schedule.interval),
+        grace = human(schedule.grace),
+        "garbage collection scheduled"
+    );
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + schedule.interval, schedule.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let opts = PruneOptions::new(schedule.expire, schedule.grace);
+        match prune(&app.registry, &opts).await {
+            Ok(report) => tracing::info!(
+                tags = report.tags.len(),
+                manifests = report.manifests.len(),
+                blob_links = report.blob_links,
+                blobs = report.blobs.len(),
+                uploads = report.uploads.len(),
+                bytes = report.freed_bytes,
+                "prune finished: {}",
+                report.summary()
+            ),
+            // A failed round (a full disk, a read error) is retried at the next tick.
+            Err(e) => tracing::error!(error = %e, "prune failed"),
+        }
+    }
 }
 
 struct TlsMaterial {

@@ -17,13 +17,15 @@ use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::task::spawn_blocking;
 
 use super::{
-    algorithm_of, ByteRange, ByteStream, Result, Storage, StorageError, UploadId, UploadMeta,
+    algorithm_of, ByteRange, ByteStream, Result, Storage, StorageError, UploadActivity, UploadId,
+    UploadMeta,
 };
 use crate::reference::{Algorithm, Digest, Hasher};
 
@@ -219,21 +221,29 @@ impl Storage for FsStorage {
     async fn read_blob(&self, digest: &Digest, range: ByteRange) -> Result<ByteStream> {
         let path = self.blob_path(digest);
         let d = digest.clone();
-        let file = blocking(move || match File::open(&path) {
-            Ok(f) => Ok(Arc::new(f)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::BlobNotFound(d)),
-            Err(e) => Err(StorageError::io("opening blob", e)),
+        let end = range.start + range.len;
+        let file = blocking(move || {
+            let f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::BlobNotFound(d)),
+                Err(e) => return Err(StorageError::io("opening blob", e)),
+            };
+            // Mapping past the end would fault: a short file is refused up front.
+            let len = f.metadata().map_err(|e| StorageError::io("opening blob", e))?.len();
+            if len < end {
+                return Err(StorageError::Corrupt(format!("blob {d} holds {len} bytes, fewer than the {end} asked for")));
+            }
+            Ok(f)
         })
         .await??;
-        // One blocking reader per response keeps a few chunks ahead of the socket: no
-        // task spawn per chunk, one pread each.
+        // One blocking reader per response keeps a few windows ahead of the socket: no
+        // task spawn per chunk, one mmap each (a pread where mapping fails).
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
         spawn_blocking(move || {
             let mut pos = range.start;
-            let end = range.start + range.len;
             while pos < end {
                 let want = ((end - pos) as usize).min(READ_CHUNK);
-                let read = read_exact_at(&file, want, pos);
+                let read = super::mapped::map_window(&file, pos, want).or_else(|_| read_exact_at(&file, want, pos));
                 let failed = read.is_err();
                 if let Ok(b) = &read {
                     pos += b.len() as u64;
@@ -594,6 +604,83 @@ impl Storage for FsStorage {
         })
         .await?
     }
+
+    async fn list_blobs(&self) -> Result<Vec<Digest>> {
+        let root = self.root.join("blobs");
+        blocking(move || walk_blobs(&root)).await?.map_err(|e| StorageError::io("listing blobs", e))
+    }
+
+    async fn blob_modified(&self, digest: &Digest) -> Result<Option<SystemTime>> {
+        let path = self.blob_path(digest);
+        blocking(move || modified(&path)).await?.map_err(|e| StorageError::io("reading blob time", e))
+    }
+
+    async fn meta_modified(&self, key: &str) -> Result<Option<SystemTime>> {
+        let path = self.meta_path(key);
+        blocking(move || modified(&path)).await?.map_err(|e| StorageError::io("reading metadata time", e))
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<UploadActivity>> {
+        let root = self.root.join("uploads");
+        blocking(move || walk_uploads(&root)).await?.map_err(|e| StorageError::io("listing uploads", e))
+    }
+}
+
+/// Modification time of a file, `None` when it does not exist.
+fn modified(path: &Path) -> io::Result<Option<SystemTime>> {
+    match fs::metadata(path) {
+        Ok(m) => m.modified().map(Some),
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Names in a directory that are not temporary files; empty when it does not exist.
+fn visible_names(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        if let Some(name) = entry?.file_name().to_str() {
+            if !name.starts_with('.') {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Every blob under `blobs/<alg>/<xx>/<hex>`; names that are no digest are skipped.
+fn walk_blobs(root: &Path) -> io::Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for alg in visible_names(root)? {
+        for fan in visible_names(&root.join(&alg))? {
+            for hex in visible_names(&root.join(&alg).join(&fan))? {
+                if let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) {
+                    out.push(d);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sessions under `uploads/`: activity is the newest of the data and metadata files.
+fn walk_uploads(root: &Path) -> io::Result<Vec<UploadActivity>> {
+    let mut out = Vec::new();
+    for name in visible_names(root)? {
+        let Some(id) = UploadId::parse(&name) else { continue };
+        let dir = root.join(&name);
+        let data = fs::metadata(dir.join("data")).ok();
+        let times = [data.as_ref().and_then(|m| m.modified().ok()), modified(&dir.join("meta.json"))?, modified(&dir)?];
+        // A session that vanished meanwhile is gone already.
+        let Some(last_active) = times.into_iter().flatten().max() else { continue };
+        out.push(UploadActivity { id, size: data.map_or(0, |m| m.len()), last_active });
+    }
+    Ok(out)
 }
 
 /// Turns a channel of chunks into a boxed stream.

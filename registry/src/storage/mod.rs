@@ -5,8 +5,10 @@
 //! implement it without the handlers changing. The filesystem backend is [`fs::FsStorage`].
 
 pub mod fs;
+mod mapped;
 
 use std::io;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -138,6 +140,28 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Names of the objects and sub-prefixes directly under `prefix`.
     async fn list_meta(&self, prefix: &str) -> Result<Vec<String>>;
+
+    // ---- for the garbage collector -------------------------------------------------------
+
+    /// Every stored blob (manifests included: they are blobs too).
+    async fn list_blobs(&self) -> Result<Vec<Digest>>;
+
+    /// When a blob's content was last written, `None` when absent.
+    async fn blob_modified(&self, digest: &Digest) -> Result<Option<SystemTime>>;
+
+    /// When a metadata object was last written, `None` when absent.
+    async fn meta_modified(&self, key: &str) -> Result<Option<SystemTime>>;
+
+    /// Every upload session with its size and the time it last received bytes.
+    async fn list_uploads(&self) -> Result<Vec<UploadActivity>>;
+}
+
+/// What the garbage collector needs of an upload session.
+#[derive(Debug, Clone)]
+pub struct UploadActivity {
+    pub id: UploadId,
+    pub size: u64,
+    pub last_active: SystemTime,
 }
 
 /// Parses a stored algorithm name back (storage never holds anything else).

@@ -339,6 +339,8 @@ pub struct TestRegistry {
     pub data_dir: PathBuf,
     pub addr: SocketAddr,
     pub client: Client,
+    /// The running server's state (for tests that act on the registry in-process).
+    pub app: std::sync::Arc<specreg_registry::server::App>,
     handle: Option<JoinHandle<()>>,
     configure: Option<Configure>,
 }
@@ -351,7 +353,10 @@ fn client() -> Client {
         .expect("HTTP client")
 }
 
-async fn spawn(data_dir: &Path, configure: Option<&Configure>) -> (SocketAddr, JoinHandle<()>) {
+async fn spawn(
+    data_dir: &Path,
+    configure: Option<&Configure>,
+) -> (SocketAddr, JoinHandle<()>, std::sync::Arc<specreg_registry::server::App>) {
     let mut config = ServerConfig::new(data_dir);
     if let Some(f) = configure {
         f(&mut config);
@@ -360,7 +365,8 @@ async fn spawn(data_dir: &Path, configure: Option<&Configure>) -> (SocketAddr, J
         .await
         .expect("server binds");
     let addr = server.local_addr();
-    (addr, tokio::spawn(server.run()))
+    let app = server.app();
+    (addr, tokio::spawn(server.run()), app)
 }
 
 impl TestRegistry {
@@ -376,12 +382,13 @@ impl TestRegistry {
     async fn start_inner(configure: Option<Configure>) -> Self {
         let root = tempfile::tempdir().expect("temp dir");
         let data_dir = root.path().join("data");
-        let (addr, handle) = spawn(&data_dir, configure.as_ref()).await;
+        let (addr, handle, app) = spawn(&data_dir, configure.as_ref()).await;
         TestRegistry {
             root,
             data_dir,
             addr,
             client: client(),
+            app,
             handle: Some(handle),
             configure,
         }
@@ -395,8 +402,9 @@ impl TestRegistry {
             let _ = h.await;
         }
         self.client = client();
-        let (addr, handle) = spawn(&self.data_dir, self.configure.as_ref()).await;
+        let (addr, handle, app) = spawn(&self.data_dir, self.configure.as_ref()).await;
         self.addr = addr;
+        self.app = app;
         self.handle = Some(handle);
     }
 
