@@ -416,7 +416,7 @@ impl Puller {
     }
 
     /// The entry point asked as `name` (the interception listener).
-    fn as_host(mut self, name: Option<&str>) -> Puller {
+    fn asked_as(mut self, name: Option<&str>) -> Puller {
         self.entry_name = name.map(str::to_owned);
         self
     }
@@ -512,7 +512,7 @@ async fn pull_image_as(
     hash: bool,
 ) -> Result<(f64, usize)> {
     let started = Instant::now();
-    let mut first = Puller::new(entry, tls.clone(), auth.map(str::to_owned), redirect_tls.clone()).as_host(name);
+    let mut first = Puller::new(entry, tls.clone(), auth.map(str::to_owned), redirect_tls.clone()).asked_as(name);
     let got = first.manifest(IMAGE_TAG).await?;
     if got != image.manifest {
         bail!("the image manifest via {entry} differs from the one pushed");
@@ -523,7 +523,7 @@ async fn pull_image_as(
         let mut p = if i == 0 {
             std::mem::replace(&mut first, Puller::new(entry, tls.clone(), None, redirect_tls.clone()))
         } else {
-            Puller::new(entry, tls.clone(), auth.map(str::to_owned), redirect_tls.clone()).as_host(name)
+            Puller::new(entry, tls.clone(), auth.map(str::to_owned), redirect_tls.clone()).asked_as(name)
         };
         let queue = queue.clone();
         tasks.push(tokio::spawn(async move {
