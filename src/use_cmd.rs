@@ -68,7 +68,7 @@ pub struct UseArgs {
     /// of 127.0.0.2, 127.0.0.3, ... with port 443 free].
     #[arg(long)]
     intercept_addr: Option<IpAddr>,
-    /// Also add the node CA to the system trust store (update-ca-certificates).
+    /// Also add the node CA to the system CA bundle (/etc/ssl/certs/ca-certificates.crt).
     #[arg(long)]
     system_trust: bool,
     /// A fixed address for an upstream host, HOST=IP (repeatable): used instead of DNS
@@ -430,9 +430,6 @@ fn reload_daemons(root: &Path, reload: &Reload, mirror: Option<SocketAddr>) -> a
         if let Some(pid) = configure::process::crio_pid(root) {
             configure::process::reload_crio(pid)?;
         }
-    }
-    if reload.system_trust {
-        crate::use_intercept::refresh_system_trust(root)?;
     }
     if reload.buildkit {
         eprintln!("specreg use: buildkitd reads buildkitd.toml only at start: restart it (or recreate buildx builders) to use the mirror");

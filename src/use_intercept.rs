@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use specreg_shim::configure::docker::{self, ImageStore};
 use specreg_shim::configure::{self, Intercept};
 use specreg_shim::proxy::mapping::DOCKER_IO;
@@ -158,24 +158,6 @@ fn process_age(pid: i32) -> Option<Duration> {
     let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
     let started = start_ticks as f64 / ticks as f64;
     Some(Duration::from_secs_f64((uptime - started).max(0.0)))
-}
-
-/// `update-ca-certificates` after the node CA was added to or removed from the system
-/// store (only for the real root: under a prefix the store is someone else's).
-pub fn refresh_system_trust(root: &Path) -> anyhow::Result<()> {
-    if root != Path::new("/") {
-        return Ok(());
-    }
-    let out = Command::new("update-ca-certificates")
-        .output()
-        .context("running update-ca-certificates (the node CA went to /usr/local/share/ca-certificates)")?;
-    if !out.status.success() {
-        bail!(
-            "update-ca-certificates failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// The `Intercept` of the node setup.

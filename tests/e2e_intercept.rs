@@ -191,7 +191,7 @@ fn docker_pulls_and_pushes_quay_io_through_interception() {
     fs::write(node.path("/etc/docker/daemon.json"), "{\n  \"debug\": true\n}\n").unwrap();
     let dockerd = Dockerd::start_in_node(&node);
     let home = TempTree::new("intercept-home");
-    let watched = ["/etc/hosts", "/etc/docker", "/usr/local/share/ca-certificates", "/var/lib/specreg", "/usr/local/bin"];
+    let watched = ["/etc/hosts", "/etc/docker", "/etc/ssl/certs", "/usr/local/share/ca-certificates", "/var/lib/specreg", "/usr/local/bin"];
     let before = snapshot(&node, &watched);
     let docker = || {
         let mut c = node.cmd(tool("docker"));
@@ -215,7 +215,7 @@ fn docker_pulls_and_pushes_quay_io_through_interception() {
         .args(["--upstream", &format!("quay.io=https://quay.io:{}", standin.port)])
         .arg("--upstream-ca")
         .arg(&standin.ca_file)
-        .args(["--resolve", "quay.io=127.0.0.1", "--authoritative", "quay.io/gated/"])
+        .args(["--resolve", "quay.io=127.0.0.1", "--authoritative", "quay.io/gated/", "--system-trust"])
         .arg("--job-user-home")
         .arg(home.path())
         .env("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
@@ -260,6 +260,13 @@ fn docker_pulls_and_pushes_quay_io_through_interception() {
         .args(["https://quay.io/v2/org/app/manifests/1", "-H", "Accept: application/vnd.oci.image.manifest.v1+json"]));
     assert!(out.success(), "curl through the node's /etc/hosts\n{}", out.describe());
     assert_eq!(digest_of(&out.stdout_bytes), bs_app, "curl got the buildset manifest");
+
+    // --system-trust: the node CA is in the node's system store too, so curl trusts the
+    // interception listener with no --cacert.
+    let bundle = fs::read_to_string(node.path("/etc/ssl/certs/ca-certificates.crt")).unwrap();
+    assert!(bundle.contains(node_ca.trim()), "the node CA is in the system bundle");
+    let out = run(node.cmd(tool("curl")).args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "https://quay.io/v2/org/app/manifests/1"]));
+    assert_eq!(out.stdout.trim(), "200", "curl with the system store\n{}", out.describe());
 
     // 1. In the buildset registry: its digest, never the stand-in's.
     let out = run_ok(docker().args(["pull", "quay.io/org/app:1"]));

@@ -146,8 +146,7 @@ fn apply_twice_then_undo_restores_every_byte() {
         configure::Reload {
             dockerd: true,
             crio: true,
-            buildkit: true,
-            system_trust: false,
+            buildkit: true
         }
     );
     assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
@@ -282,8 +281,7 @@ fn apply_twice_then_undo_restores_every_byte() {
         configure::Reload {
             dockerd: true,
             crio: true,
-            buildkit: true,
-            system_trust: false,
+            buildkit: true
         }
     );
     assert_eq!(snapshot(r, false), before);
@@ -597,12 +595,15 @@ fn job_user_files_belong_to_the_job_user() {
     assert_eq!(owner("home/job/.docker/config.json"), (4321, 4322));
 }
 
+const SYSTEM_BUNDLE: &str = "-----BEGIN CERTIFICATE-----\nU1lTVEVN\n-----END CERTIFICATE-----\n";
+
 #[test]
 fn interception_files_and_system_trust_undo_byte_exact() {
     let dir = populated_root();
     let r = dir.path();
     // An existing docker certs.d entry for quay.io (a client certificate) must survive.
     write(r, "/etc/docker/certs.d/quay.io/client.cert", "site client cert\n", 0o644);
+    write(r, "/etc/ssl/certs/ca-certificates.crt", SYSTEM_BUNDLE, 0o644);
     let before = snapshot(r, false);
     let mut s = setup(r);
     s.intercept = Some(configure::Intercept {
@@ -611,7 +612,7 @@ fn interception_files_and_system_trust_undo_byte_exact() {
     });
     s.system_trust = true;
     let report = use_node(&s).unwrap();
-    assert!(report.reload.system_trust);
+    assert!(report.written.iter().any(|p| p.ends_with("etc/ssl/certs/ca-certificates.crt")));
     assert_eq!(
         read(r, "/etc/hosts"),
         format!("{ETC_HOSTS}# specreg begin\n10.1.2.3\tbuildset-registry\n127.0.0.2\tquay.io gcr.io\n# specreg end\n")
@@ -620,7 +621,7 @@ fn interception_files_and_system_trust_undo_byte_exact() {
         assert_eq!(read(r, &format!("/etc/docker/certs.d/{host}/ca.crt")), format!("{MIRROR_CA}{BUILDSET_CA}\n"));
     }
     assert_eq!(read(r, "/etc/docker/certs.d/quay.io/client.cert"), "site client cert\n");
-    assert_eq!(read(r, configure::intercept::SYSTEM_TRUST_FILE), MIRROR_CA);
+    assert_eq!(read(r, configure::intercept::SYSTEM_TRUST_FILE), format!("{SYSTEM_BUNDLE}{MIRROR_CA}"));
     // hosts.toml for docker's containerd image store: every registry, the mirror first.
     for reg in ["docker.io", "quay.io", "gcr.io", "registry.k8s.io", "ghcr.io"] {
         let t = read(r, &format!("/etc/docker/certs.d/{reg}/hosts.toml"));
@@ -635,8 +636,7 @@ fn interception_files_and_system_trust_undo_byte_exact() {
     assert!(again.written.is_empty(), "{:?}", again.written);
     assert_eq!(snapshot(r, true), after);
 
-    let undone = configure::undo(r, &state_file(r)).unwrap();
-    assert!(undone.reload.system_trust);
+    configure::undo(r, &state_file(r)).unwrap();
     assert_eq!(snapshot(r, false), before);
 }
 

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | [`docker`] | `/etc/docker/daemon.json` (`registry-mirrors`, ours first), `/etc/docker/certs.d/<mirror>/ca.crt`, `/etc/docker/certs.d/<buildset>/ca.crt` | SIGHUP dockerd ([`process::dockerd_pid`]) |
 //! | [`docker`] (containerd image store) | `/etc/docker/certs.d/<registry>/hosts.toml` per registry, mirror first | nothing (read per pull) |
-//! | [`intercept`] | `/etc/docker/certs.d/<intercepted host>/ca.crt`; with `system_trust`, `/usr/local/share/ca-certificates/specreg-node-ca.crt` | `update-ca-certificates` when the system store changed |
+//! | [`intercept`] | `/etc/docker/certs.d/<intercepted host>/ca.crt`; with `system_trust`, the node CA appended to `/etc/ssl/certs/ca-certificates.crt` | nothing |
 //! | [`containers`] | `/etc/containers/registries.conf.d/99-specreg.conf` (or, for a v1 main file, `/etc/containers/registries.conf`), `/etc/containers/certs.d/<mirror>/ca.crt` | SIGHUP cri-o ([`process::crio_pid`]) |
 //! | [`containerd`] | `<hosts dir>/<registry>/hosts.toml`, `<hosts dir>/<mirror>/ca.crt` | nothing (warns when `config_path` is unset) |
 //! | [`buildkit`] | `/etc/buildkit/buildkitd.toml`, `/etc/buildkit/certs.d/<mirror>/ca.crt` | recreate builders / restart buildkitd |
@@ -149,7 +149,7 @@ pub struct NodeSetup {
     /// TLS interception for registries docker has no mirror setting for: `/etc/hosts`
     /// sends them to the proxy, docker trusts the node CA for them (see [`intercept`]).
     pub intercept: Option<Intercept>,
-    /// Add the node CA to the system trust store too (`/usr/local/share/ca-certificates`).
+    /// Add the node CA to the system trust store too (the system bundle).
     pub system_trust: bool,
 }
 
@@ -363,7 +363,7 @@ pub enum FileKind {
     CredentialStore,
     /// `/etc/docker/certs.d/<registry>/hosts.toml` (docker with the containerd image store).
     DockerHostsToml,
-    /// The node CA in the system trust store (`update-ca-certificates` afterwards).
+    /// The system CA bundle with the node CA appended.
     SystemTrust,
 }
 
@@ -433,8 +433,6 @@ pub struct Reload {
     pub crio: bool,
     /// buildkitd.toml changed: restart buildkitd / recreate `docker-container` builders.
     pub buildkit: bool,
-    /// The system trust store's source directory changed: run `update-ca-certificates`.
-    pub system_trust: bool,
 }
 
 impl Reload {
@@ -445,7 +443,6 @@ impl Reload {
                 FileKind::DaemonJson => r.dockerd = true,
                 FileKind::RegistriesConf => r.crio = true,
                 FileKind::BuildkitdToml => r.buildkit = true,
-                FileKind::SystemTrust => r.system_trust = true,
                 _ => {}
             }
         }
