@@ -11,6 +11,7 @@ mod prune_cmd;
 mod publish_cmd;
 mod serve;
 mod use_cmd;
+mod use_intercept;
 mod zuul_cmd;
 
 use clap::{Parser, Subcommand};

@@ -6,7 +6,7 @@
 //! reloaded. Our own bookkeeping lives in one state directory.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -59,6 +59,22 @@ pub struct UseArgs {
     /// [default: $HOME].
     #[arg(long)]
     job_user_home: Option<PathBuf>,
+    /// Registry hosts docker reaches through TLS interception (comma-separated or
+    /// repeated; `none` for none) [default: the registries other than docker.io, when a
+    /// dockerd runs].
+    #[arg(long = "intercept")]
+    intercept: Vec<String>,
+    /// Loopback address whose port 443 serves the intercepted hosts [default: the first
+    /// of 127.0.0.2, 127.0.0.3, ... with port 443 free].
+    #[arg(long)]
+    intercept_addr: Option<IpAddr>,
+    /// Also add the node CA to the system CA bundle (/etc/ssl/certs/ca-certificates.crt).
+    #[arg(long)]
+    system_trust: bool,
+    /// A fixed address for an upstream host, HOST=IP (repeatable): used instead of DNS
+    /// (an intercepted host's own /etc/hosts entry points at the proxy).
+    #[arg(long = "resolve")]
+    resolve: Vec<String>,
 }
 
 /// What `use` itself did, beyond the configured files.
@@ -66,6 +82,11 @@ pub struct UseArgs {
 struct UseState {
     proxy_pid: Option<i32>,
     proxy_addr: Option<SocketAddr>,
+    /// The interception listener (`127.0.0.2:443`) and the hosts it serves.
+    #[serde(default)]
+    intercept_addr: Option<SocketAddr>,
+    #[serde(default)]
+    intercepted: Vec<String>,
     /// The `docker-credential-specreg` link we created, if any.
     helper_link: Option<PathBuf>,
     /// Directories we created (the state directory's and the link's parents), removed on
@@ -140,6 +161,24 @@ pub fn run(args: UseArgs) -> anyhow::Result<()> {
     setup.buildset_alias = Some(args.alias.clone());
     setup.job_user_home = args.job_user_home.clone().or_else(|| std::env::var_os("HOME").map(PathBuf::from));
     setup.credential_store = PathBuf::from(specreg_shim::credential_helper::DEFAULT_STORE_PATH);
+    for r in &args.resolve {
+        crate::proxy_cmd::parse_resolve(r)?;
+    }
+    // A running proxy keeps its interception; otherwise decide it now.
+    let (intercept_ip, intercepted) = match running {
+        Some(_) => (previous.intercept_addr.map(|a| a.ip()), previous.intercepted.clone()),
+        None => {
+            let dockerd = configure::process::dockerd_pid(&root).is_some();
+            let hosts = crate::use_intercept::hosts(&args.intercept, &setup.registries, dockerd)?;
+            let ip = match hosts.is_empty() {
+                true => None,
+                false => Some(crate::use_intercept::address(args.intercept_addr, None)?),
+            };
+            (ip, hosts)
+        }
+    };
+    setup.intercept = intercept_ip.and_then(|ip| crate::use_intercept::setup(ip, intercepted.clone()));
+    setup.system_trust = args.system_trust;
     let plan = match configure::plan(&setup) {
         Ok(plan) => plan,
         Err(e) => {
@@ -159,19 +198,21 @@ pub fn run(args: UseArgs) -> anyhow::Result<()> {
         Some(l) => Some(l.clone()),
         None => install_helper_link(&root, &mut created_dirs)?,
     };
-    let state = UseState { helper_link, created_dirs, ..previous };
+    let intercept_addr = intercept_ip.map(|ip| SocketAddr::new(ip, 443));
+    let state = UseState { helper_link, created_dirs, intercept_addr, intercepted: intercepted.clone(), ..previous };
     let state = match running {
         Some((pid, addr)) => UseState { proxy_pid: Some(pid), proxy_addr: Some(addr), ..state },
         None => {
             let info_copy = dir.join("buildset_registry.json");
             specreg_certs::pem_files::write_secret(&info_copy, &fs::read(&info_path)?)?;
-            let pid = start_proxy(&args, &dir, &info_copy, &tls_dir, mirror_addr)?;
+            let pid = start_proxy(&args, &dir, &info_copy, &tls_dir, mirror_addr, intercept_addr.zip(Some(&intercepted)))?;
             UseState { proxy_pid: Some(pid), proxy_addr: Some(mirror_addr), ..state }
         }
     };
     write_json(&dir.join("use.json"), &state)?;
 
     let report = configure::apply(&plan, &dir.join("files.json"))?;
+    let hosts_written_at = Instant::now();
     let mut warnings: Vec<&String> = plan.warnings.iter().chain(report.warnings.iter()).collect();
     warnings.dedup();
     for w in warnings {
@@ -179,6 +220,14 @@ pub fn run(args: UseArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     reload_daemons(&root, &report.reload, Some(mirror_addr))?;
+    let hosts_changed = report.written.iter().any(|p| p == &root.join("etc/hosts"));
+    if hosts_changed && setup.intercept.is_some() {
+        crate::use_intercept::settle_dockerd_resolver(&root, hosts_written_at);
+    }
+    if setup.clients.docker {
+        let store = crate::use_intercept::image_store(&root);
+        println!("specreg use: {}", crate::use_intercept::describe(store, setup.intercept.as_ref(), &setup.registries));
+    }
     println!(
         "specreg use: mirror proxy on {mirror_addr} for {}; {} files written, {} unchanged ({} ms)",
         info.base_url(),
@@ -252,7 +301,14 @@ fn is_our_proxy(pid: i32) -> bool {
 
 /// Starts `specreg proxy` detached in its own session (CI runners kill their process
 /// group when a step ends), logging to the state directory; waits until it listens.
-fn start_proxy(args: &UseArgs, dir: &Path, info: &Path, tls_dir: &Path, addr: SocketAddr) -> anyhow::Result<i32> {
+fn start_proxy(
+    args: &UseArgs,
+    dir: &Path,
+    info: &Path,
+    tls_dir: &Path,
+    addr: SocketAddr,
+    intercept: Option<(SocketAddr, &Vec<String>)>,
+) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("finding the specreg binary")?;
     let addr_file = dir.join("proxy.addr");
     let _ = fs::remove_file(&addr_file);
@@ -282,6 +338,15 @@ fn start_proxy(args: &UseArgs, dir: &Path, info: &Path, tls_dir: &Path, addr: So
     }
     for a in &args.authoritative {
         cmd.arg("--authoritative").arg(a);
+    }
+    for r in &args.resolve {
+        cmd.arg("--resolve").arg(r);
+    }
+    if let Some((listen, hosts)) = intercept {
+        cmd.arg("--intercept-listen").arg(listen.to_string());
+        for h in hosts {
+            cmd.arg("--intercept").arg(h);
+        }
     }
     if args.stream_blobs {
         cmd.arg("--stream-blobs");

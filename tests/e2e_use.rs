@@ -147,6 +147,9 @@ impl Fixture {
             .arg(&self.info().path)
             .args(["--root", "/"])
             .args(["--upstream", &format!("docker.io={up}"), "--upstream", &format!("quay.io={up}")])
+            // With a dockerd, `use` also intercepts the other registries on port 443 of a
+            // loopback address; tests run in parallel, so each node gets its own address.
+            .args(["--intercept-addr", &format!("127.200.{}.{}", (self.node.pid() >> 8) & 0xff, (self.node.pid() & 0xff).max(1))])
             .arg("--job-user-home")
             .arg(self.home.path())
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")

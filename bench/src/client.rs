@@ -244,11 +244,25 @@ impl Conn {
     /// HTTPS (HTTP/1.1 over rustls) to `addr`, whose certificate must name its IP address;
     /// `auth` is sent as `Authorization` with every request.
     pub async fn connect_tls(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, auth: Option<String>) -> Result<Conn> {
+        Conn::connect_tls_as(addr, None, config, auth).await
+    }
+
+    /// Like [`Conn::connect_tls`], but as the host `server_name` (SNI, certificate name and
+    /// `Host`) when given: the node proxy's interception listener stands in for `quay.io`.
+    pub async fn connect_tls_as(
+        addr: SocketAddr,
+        server_name: Option<&str>,
+        config: &Arc<rustls::ClientConfig>,
+        auth: Option<String>,
+    ) -> Result<Conn> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
-        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let name = match server_name {
+            Some(n) => rustls_pki_types::ServerName::try_from(n.to_owned()).with_context(|| format!("server name {n:?}"))?,
+            None => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+        };
         let tls = tokio_rustls::TlsConnector::from(config.clone())
             .connect(name, stream)
             .await
@@ -263,7 +277,7 @@ impl Conn {
         });
         Ok(Conn {
             sender,
-            host: addr.to_string(),
+            host: server_name.map(str::to_owned).unwrap_or_else(|| addr.to_string()),
             auth,
         })
     }

@@ -6,7 +6,7 @@
 //! distribution has no equivalent, so these figures are absolute, not ratios to it.
 
 use std::fs::{self, File};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -29,6 +29,11 @@ const TAG: &str = "1";
 const IMAGE_TAG: &str = "layered";
 const IMAGE_LAYERS: u64 = 6;
 const IMAGE_WORKERS: usize = 3;
+/// TLS interception (issue #6): the proxy stands in for `INTERCEPT_HOST` on port 443 of
+/// `INTERCEPT_ADDR`; a client asking that host for `REPO` gets the buildset registry's
+/// `INTERCEPT_HOST/REPO`, where the same layered image is pushed.
+const INTERCEPT_HOST: &str = "quay.io";
+const INTERCEPT_ADDR: &str = "127.83.71.1";
 
 pub struct NodeConfig {
     pub specreg: PathBuf,
@@ -67,11 +72,28 @@ pub struct NodeResult {
     pub proxy_image_s: f64,
     /// Blob GETs the proxy answered with a redirect to the buildset registry, per image pull.
     pub proxy_image_redirects: usize,
+    /// The same image pulled through TLS interception (as `quay.io/library/specimen`) and,
+    /// alternating with it, straight from the buildset registry; `None` when not measured
+    /// (port 443 needs root).
+    pub intercept: Option<InterceptResult>,
     pub manifest_gets: usize,
     pub direct_manifest_mean_ms: f64,
     pub proxy_manifest_mean_ms: f64,
     pub direct_manifest_p50_ms: f64,
     pub proxy_manifest_p50_ms: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct InterceptResult {
+    pub direct_image_s: f64,
+    pub intercept_image_s: f64,
+    pub redirects: usize,
+}
+
+impl InterceptResult {
+    pub fn ratio(&self) -> f64 {
+        self.intercept_image_s / self.direct_image_s
+    }
 }
 
 pub fn median(v: &[f64]) -> f64 {
@@ -147,6 +169,14 @@ impl NodeResult {
             "proxy_image_seconds": self.proxy_image_s,
             "image_proxy_over_direct": self.image_ratio(),
             "proxy_image_redirects": self.proxy_image_redirects,
+            "intercept": self.intercept.as_ref().map(|i| json!({
+                "host": INTERCEPT_HOST,
+                "listen": format!("{INTERCEPT_ADDR}:443"),
+                "direct_image_seconds": i.direct_image_s,
+                "intercept_image_seconds": i.intercept_image_s,
+                "image_intercept_over_direct": i.ratio(),
+                "redirects": i.redirects,
+            })),
         })
     }
 }
@@ -301,6 +331,18 @@ impl Image {
 /// Pushes `REPO:IMAGE_TAG`: layers that are consecutive slices of the blob file, sized
 /// 1..=IMAGE_LAYERS parts, and the config already pushed.
 async fn push_layered_image(c: &mut Conn, blob_path: &Path, size: u64, config: &Bytes, config_digest: &str) -> Result<Image> {
+    push_layered_image_to(c, REPO, blob_path, size, config, config_digest).await
+}
+
+/// [`push_layered_image`] into `repo`.
+async fn push_layered_image_to(
+    c: &mut Conn,
+    repo: &str,
+    blob_path: &Path,
+    size: u64,
+    config: &Bytes,
+    config_digest: &str,
+) -> Result<Image> {
     let parts: u64 = (1..=IMAGE_LAYERS).sum();
     let mut slices = Vec::new();
     let mut offset = 0;
@@ -337,7 +379,7 @@ async fn push_layered_image(c: &mut Conn, blob_path: &Path, size: u64, config: &
     let mut layers = Vec::new();
     let mut blobs = vec![(config_digest.to_owned(), config.len() as u64)];
     for ((off, len), digest) in slices.iter().zip(&digests) {
-        client::push_monolithic(c, REPO, FileBody::new(file.clone(), *off, *len, Bytes::new()).boxed(), digest).await?;
+        client::push_monolithic(c, repo, FileBody::new(file.clone(), *off, *len, Bytes::new()).boxed(), digest).await?;
         layers.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": len}));
         blobs.push((digest.clone(), *len));
     }
@@ -348,7 +390,7 @@ async fn push_layered_image(c: &mut Conn, blob_path: &Path, size: u64, config: &
                    "digest": config_digest, "size": config.len()},
         "layers": layers,
     }))?);
-    client::put_manifest(c, REPO, IMAGE_TAG, manifest.clone()).await?;
+    client::put_manifest(c, repo, IMAGE_TAG, manifest.clone()).await?;
     blobs.sort_by(|a, b| b.1.cmp(&a.1));
     Ok(Image { manifest, blobs })
 }
@@ -358,6 +400,8 @@ async fn push_layered_image(c: &mut Conn, blob_path: &Path, size: u64, config: &
 /// client keeps them.
 struct Puller {
     entry: SocketAddr,
+    /// The host the entry point is asked as (SNI and `Host`); its IP address when `None`.
+    entry_name: Option<String>,
     entry_tls: Arc<rustls::ClientConfig>,
     entry_auth: Option<String>,
     redirect_tls: Arc<rustls::ClientConfig>,
@@ -368,12 +412,20 @@ struct Puller {
 
 impl Puller {
     fn new(entry: SocketAddr, entry_tls: Arc<rustls::ClientConfig>, entry_auth: Option<String>, redirect_tls: Arc<rustls::ClientConfig>) -> Puller {
-        Puller { entry, entry_tls, entry_auth, redirect_tls, conn: None, redirected: None, redirects: 0 }
+        Puller { entry, entry_name: None, entry_tls, entry_auth, redirect_tls, conn: None, redirected: None, redirects: 0 }
+    }
+
+    /// The entry point asked as `name` (the interception listener).
+    fn asked_as(mut self, name: Option<&str>) -> Puller {
+        self.entry_name = name.map(str::to_owned);
+        self
     }
 
     async fn entry(&mut self) -> Result<&mut Conn> {
         if self.conn.is_none() {
-            self.conn = Some(Conn::connect_tls(self.entry, &self.entry_tls, self.entry_auth.clone()).await?);
+            self.conn = Some(
+                Conn::connect_tls_as(self.entry, self.entry_name.as_deref(), &self.entry_tls, self.entry_auth.clone()).await?,
+            );
         }
         Ok(self.conn.as_mut().expect("just connected"))
     }
@@ -446,8 +498,21 @@ async fn pull_image(
     image: &Image,
     hash: bool,
 ) -> Result<(f64, usize)> {
+    pull_image_as(entry, None, tls, auth, redirect_tls, image, hash).await
+}
+
+/// [`pull_image`] with the entry point asked as the host `name`.
+async fn pull_image_as(
+    entry: SocketAddr,
+    name: Option<&str>,
+    tls: &Arc<rustls::ClientConfig>,
+    auth: Option<&str>,
+    redirect_tls: &Arc<rustls::ClientConfig>,
+    image: &Image,
+    hash: bool,
+) -> Result<(f64, usize)> {
     let started = Instant::now();
-    let mut first = Puller::new(entry, tls.clone(), auth.map(str::to_owned), redirect_tls.clone());
+    let mut first = Puller::new(entry, tls.clone(), auth.map(str::to_owned), redirect_tls.clone()).asked_as(name);
     let got = first.manifest(IMAGE_TAG).await?;
     if got != image.manifest {
         bail!("the image manifest via {entry} differs from the one pushed");
@@ -458,7 +523,7 @@ async fn pull_image(
         let mut p = if i == 0 {
             std::mem::replace(&mut first, Puller::new(entry, tls.clone(), None, redirect_tls.clone()))
         } else {
-            Puller::new(entry, tls.clone(), auth.map(str::to_owned), redirect_tls.clone())
+            Puller::new(entry, tls.clone(), auth.map(str::to_owned), redirect_tls.clone()).asked_as(name)
         };
         let queue = queue.clone();
         tasks.push(tokio::spawn(async move {
@@ -573,6 +638,19 @@ async fn run_with(cfg: &NodeConfig, server: &mut Server, server_dir: &Path, r: &
     }))?);
     client::put_manifest(&mut c, REPO, TAG, manifest.clone()).await?;
     let image = push_layered_image(&mut c, &blob_path, size, &config, &config_digest).await?;
+    // The same image where interception looks for quay.io/library/specimen.
+    let intercept = can_bind_443();
+    if intercept {
+        client::push_small(&mut c, &format!("{INTERCEPT_HOST}/{REPO}"), config.clone(), &config_digest).await?;
+        let again =
+            push_layered_image_to(&mut c, &format!("{INTERCEPT_HOST}/{REPO}"), &blob_path, size, &config, &config_digest)
+                .await?;
+        if again.manifest != image.manifest {
+            bail!("the image pushed for interception differs from the first");
+        }
+    } else {
+        eprintln!("  [node] interception not measured: port 443 needs root");
+    }
     drop(c);
     let _ = fs::remove_file(&blob_path);
     eprintln!(
@@ -590,6 +668,79 @@ async fn run_with(cfg: &NodeConfig, server: &mut Server, server_dir: &Path, r: &
             cleanup_root(&cfg.specreg, &root);
         }
         outcome?;
+    }
+    if intercept {
+        let root = fresh_root(&cfg.dir.join("root-intercept"))?;
+        let outcome = intercept_cycle(cfg, &info_path, &root, &info, &image, r).await;
+        if outcome.is_err() {
+            cleanup_root(&cfg.specreg, &root);
+        }
+        outcome?;
+    }
+    Ok(())
+}
+
+/// Whether this process may listen on port 443 (root, or CAP_NET_BIND_SERVICE).
+fn can_bind_443() -> bool {
+    let addr: SocketAddr = format!("{INTERCEPT_ADDR}:443").parse().expect("a socket address");
+    std::net::TcpListener::bind(addr).is_ok()
+}
+
+/// `use --intercept quay.io` on a fresh root; the layered image pulled as
+/// `quay.io/library/specimen` through the interception listener (SNI quay.io, the node
+/// CA), alternating with the direct pull; `--undo`.
+async fn intercept_cycle(cfg: &NodeConfig, info_path: &Path, root: &Path, info: &Info, image: &Image, r: &mut NodeResult) -> Result<()> {
+    let outs = root.parent().unwrap_or(root).to_owned();
+    let mut cmd = Command::new(&cfg.specreg);
+    cmd.arg("use")
+        .arg("--info")
+        .arg(info_path)
+        .arg("--root")
+        .arg(root)
+        .args(["--job-user-home", "/home", "--intercept", INTERCEPT_HOST, "--intercept-addr", INTERCEPT_ADDR]);
+    let out_dir = outs.clone();
+    tokio::task::spawn_blocking(move || run_timed(&mut cmd, &out_dir, "intercept-use")).await??;
+    let hosts = fs::read_to_string(root.join("etc/hosts"))?;
+    if !hosts.contains(&format!("{INTERCEPT_ADDR}\t{INTERCEPT_HOST}")) {
+        bail!("/etc/hosts after `use --intercept` does not map {INTERCEPT_HOST}: {hosts:?}");
+    }
+    let state = root.join("var/lib/specreg/use");
+    let node_tls = client::tls_config(&fs::read(state.join("tls/ca.crt"))?).context("the node CA")?;
+    let listener: SocketAddr = format!("{INTERCEPT_ADDR}:443").parse()?;
+    let size = cfg.blob_size;
+    let limit = Duration::from_secs(30 + size / 20_000_000);
+    let direct_auth = Some(info.auth.as_str());
+    let name = Some(INTERCEPT_HOST);
+
+    // Untimed, checked: the interception listener serves the exact image.
+    let (_, redirects) =
+        tokio::time::timeout(limit * 2, pull_image_as(listener, name, &node_tls, None, &info.tls, image, true))
+            .await
+            .map_err(|_| anyhow!("verifying the intercepted pull: no answer within {:?}", limit * 2))??;
+    let mut res = InterceptResult { direct_image_s: f64::INFINITY, intercept_image_s: f64::INFINITY, redirects };
+    for _ in 0..cfg.pulls.max(1) {
+        let (d, _) = tokio::time::timeout(limit, pull_image(info.addr, &info.tls, direct_auth, &info.tls, image, false))
+            .await
+            .map_err(|_| anyhow!("direct image pull: no answer within {limit:?}"))??;
+        let (p, _) = tokio::time::timeout(limit, pull_image_as(listener, name, &node_tls, None, &info.tls, image, false))
+            .await
+            .map_err(|_| anyhow!("intercepted image pull: no answer within {limit:?}"))??;
+        res.direct_image_s = res.direct_image_s.min(d);
+        res.intercept_image_s = res.intercept_image_s.min(p);
+    }
+    eprintln!(
+        "  [node] {IMAGE_LAYERS}-layer image pull as {INTERCEPT_HOST}/{REPO} through interception: {:.3} s vs {:.3} s direct ({:.2}x the time, {redirects} blobs redirected)",
+        res.intercept_image_s,
+        res.direct_image_s,
+        res.ratio()
+    );
+    r.intercept = Some(res);
+
+    let mut cmd = Command::new(&cfg.specreg);
+    cmd.arg("use").arg("--undo").arg("--root").arg(root);
+    tokio::task::spawn_blocking(move || run_timed(&mut cmd, &outs, "intercept-undo")).await??;
+    if TcpStream::connect(listener).is_ok() {
+        bail!("{listener} still accepts after `use --undo`");
     }
     Ok(())
 }

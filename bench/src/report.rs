@@ -322,7 +322,7 @@ pub fn node_rows(n: &crate::node::NodeResult) -> Vec<NodeRow> {
     use crate::node::{max, median};
     let mib = n.blob_bytes >> 20;
     let files = n.files_written.map(|f| format!(", {f} files")).unwrap_or_default();
-    vec![
+    let mut rows = vec![
         NodeRow {
             id: "use_wall_ms_median",
             measure: format!("specreg use, fresh --root{files}, median of {} (ms)", n.runs),
@@ -401,6 +401,31 @@ pub fn node_rows(n: &crate::node::NodeResult) -> Vec<NodeRow> {
             value: n.image_ratio(),
             target: NodeTarget::RatioAtMost(1.10),
         },
+    ];
+    if let Some(i) = &n.intercept {
+        rows.push(NodeRow {
+            id: "image_intercept_direct_mb_s",
+            measure: format!("the same image straight from the buildset registry, beside the next row, best of {} (MB/s)", n.pulls),
+            value: n.image_bytes as f64 / i.direct_image_s / 1e6,
+            target: NodeTarget::None,
+        });
+        rows.push(NodeRow {
+            id: "image_intercept_mb_s",
+            measure: format!(
+                "pull it as quay.io/library/specimen through TLS interception ({} blob GETs redirected), best of {} (MB/s)",
+                i.redirects, n.pulls
+            ),
+            value: n.image_bytes as f64 / i.intercept_image_s / 1e6,
+            target: NodeTarget::None,
+        });
+        rows.push(NodeRow {
+            id: "image_intercept_over_direct",
+            measure: "  interception / direct time (x)".into(),
+            value: i.ratio(),
+            target: NodeTarget::RatioAtMost(1.10),
+        });
+    }
+    rows.extend([
         NodeRow {
             id: "manifest_direct_mean_ms",
             measure: format!("manifest GET by tag x{}, 1 conn, direct, mean (ms)", n.manifest_gets),
@@ -419,7 +444,8 @@ pub fn node_rows(n: &crate::node::NodeResult) -> Vec<NodeRow> {
             value: n.manifest_ratio(),
             target: NodeTarget::None,
         },
-    ]
+    ]);
+    rows
 }
 
 pub fn node_table(rows: &[NodeRow]) -> String {

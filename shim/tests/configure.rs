@@ -594,3 +594,60 @@ fn job_user_files_belong_to_the_job_user() {
     assert_eq!(read(r, "/home/job/.docker/config.json"), DOCKER_CONFIG);
     assert_eq!(owner("home/job/.docker/config.json"), (4321, 4322));
 }
+
+const SYSTEM_BUNDLE: &str = "-----BEGIN CERTIFICATE-----\nU1lTVEVN\n-----END CERTIFICATE-----\n";
+
+#[test]
+fn interception_files_and_system_trust_undo_byte_exact() {
+    let dir = populated_root();
+    let r = dir.path();
+    // An existing docker certs.d entry for quay.io (a client certificate) must survive.
+    write(r, "/etc/docker/certs.d/quay.io/client.cert", "site client cert\n", 0o644);
+    write(r, "/etc/ssl/certs/ca-certificates.crt", SYSTEM_BUNDLE, 0o644);
+    let before = snapshot(r, false);
+    let mut s = setup(r);
+    s.intercept = Some(configure::Intercept {
+        addr: "127.0.0.2".parse().unwrap(),
+        hosts: vec!["quay.io".into(), "gcr.io".into()],
+    });
+    s.system_trust = true;
+    let report = use_node(&s).unwrap();
+    assert!(report.written.iter().any(|p| p.ends_with("etc/ssl/certs/ca-certificates.crt")));
+    assert_eq!(
+        read(r, "/etc/hosts"),
+        format!("{ETC_HOSTS}# specreg begin\n10.1.2.3\tbuildset-registry\n127.0.0.2\tquay.io gcr.io\n# specreg end\n")
+    );
+    for host in ["quay.io", "gcr.io"] {
+        assert_eq!(read(r, &format!("/etc/docker/certs.d/{host}/ca.crt")), format!("{MIRROR_CA}{BUILDSET_CA}\n"));
+    }
+    assert_eq!(read(r, "/etc/docker/certs.d/quay.io/client.cert"), "site client cert\n");
+    assert_eq!(read(r, configure::intercept::SYSTEM_TRUST_FILE), format!("{SYSTEM_BUNDLE}{MIRROR_CA}"));
+    // hosts.toml for docker's containerd image store: every registry, the mirror first.
+    for reg in ["docker.io", "quay.io", "gcr.io", "registry.k8s.io", "ghcr.io"] {
+        let t = read(r, &format!("/etc/docker/certs.d/{reg}/hosts.toml"));
+        assert!(
+            t.contains("[host.\"https://127.0.0.1:41234\"]\ncapabilities = [\"pull\", \"resolve\"]\nca = \"/etc/docker/certs.d/127.0.0.1:41234/ca.crt\"\n"),
+            "{reg}: {t}"
+        );
+    }
+    // A second run changes nothing.
+    let after = snapshot(r, true);
+    let again = use_node(&s).unwrap();
+    assert!(again.written.is_empty(), "{:?}", again.written);
+    assert_eq!(snapshot(r, true), after);
+
+    configure::undo(r, &state_file(r)).unwrap();
+    assert_eq!(snapshot(r, false), before);
+}
+
+#[test]
+fn docker_io_is_never_intercepted() {
+    let dir = populated_root();
+    let mut s = setup(dir.path());
+    s.intercept = Some(configure::Intercept { addr: "127.0.0.2".parse().unwrap(), hosts: vec!["docker.io".into()] });
+    let e = configure::plan(&s).unwrap_err().to_string();
+    assert!(e.contains("registry-mirrors"), "{e}");
+    s.intercept = Some(configure::Intercept { addr: "10.0.0.1".parse().unwrap(), hosts: vec!["quay.io".into()] });
+    let e = configure::plan(&s).unwrap_err().to_string();
+    assert!(e.contains("not a loopback"), "{e}");
+}

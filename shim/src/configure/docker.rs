@@ -2,6 +2,13 @@
 //! others kept) and per-host trust in `/etc/docker/certs.d/<host:port>/ca.crt` for the mirror
 //! and the buildset registry. dockerd re-reads `daemon.json` on SIGHUP and `certs.d` on every
 //! lookup, so no restart is needed.
+//!
+//! Docker with the containerd image store (the default from docker 29, `containerd-snapshotter`
+//! before) resolves registries through containerd and reads
+//! `/etc/docker/certs.d/<registry>/hosts.toml`: one per registry with the mirror first, as for
+//! containerd itself, so that every registry goes through the mirror there even without
+//! interception. The classic image store ignores files other than `*.crt`, `*.cert` and `*.key`
+//! in `certs.d`, so they are written either way; [`image_store`] tells which one dockerd uses.
 
 use std::path::{Path, PathBuf};
 
@@ -102,7 +109,56 @@ pub(super) fn plan(p: &mut Planner) -> Result<(), ConfigureError> {
             &pem_bytes(&setup.buildset.ca_pem),
         )?;
     }
+    let mirror = setup.mirror.to_string();
+    let ca = cert_path(&mirror);
+    let ca = ca.to_str().expect("a host:port path is UTF-8");
+    for reg in &setup.registries {
+        let path = Path::new(CERTS_D).join(reg).join("hosts.toml");
+        p.file(&path, FileKind::DockerHostsToml, NewFile::SYSTEM, |old| {
+            super::containerd::plan_hosts_toml(old, reg, &mirror, ca)
+        })?;
+    }
     Ok(())
+}
+
+/// Which image store dockerd uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageStore {
+    /// graphdrivers (overlay2, vfs, ...): `registry-mirrors` for docker.io, interception for
+    /// the other registries.
+    Classic,
+    /// containerd snapshotters: `certs.d/<registry>/hosts.toml` for every registry.
+    Containerd,
+}
+
+/// The image store from `docker info --format '{{json .DriverStatus}}'` (a list of
+/// `[key, value]` pairs): the containerd store reports
+/// `["driver-type", "io.containerd.snapshotter.v1"]`. `None` when the text does not parse.
+pub fn image_store(driver_status_json: &str) -> Option<ImageStore> {
+    let v: serde_json::Value = serde_json::from_str(driver_status_json.trim()).ok()?;
+    // Graph drivers without status (vfs) answer `null`; the containerd store always
+    // reports its driver type.
+    let pairs = match &v {
+        serde_json::Value::Null => return Some(ImageStore::Classic),
+        other => other.as_array()?,
+    };
+    let containerd = pairs.iter().any(|p| {
+        p.as_array().is_some_and(|kv| {
+            kv.first().and_then(|k| k.as_str()) == Some("driver-type")
+                && kv.get(1).and_then(|v| v.as_str()).is_some_and(|v| v.starts_with("io.containerd.snapshotter"))
+        })
+    });
+    Some(if containerd { ImageStore::Containerd } else { ImageStore::Classic })
+}
+
+/// The image store `daemon.json` asks for, when dockerd cannot be asked: the
+/// `containerd-snapshotter` feature flag (docker 24 to 28). `None`: not said.
+pub fn image_store_from_config(daemon_json: &[u8]) -> Option<ImageStore> {
+    let v: serde_json::Value = serde_json::from_slice(daemon_json).ok()?;
+    match v.get("features")?.get("containerd-snapshotter")?.as_bool()? {
+        true => Some(ImageStore::Containerd),
+        false => Some(ImageStore::Classic),
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +196,25 @@ mod tests {
         assert!(new.contains("\n\t\"mtu\""), "{new}");
         // Second run: already first, nothing to do.
         assert_eq!(plan_daemon_json(Some(new.as_bytes()), M).unwrap(), None);
+    }
+
+    #[test]
+    fn image_store_is_read_from_driver_status() {
+        assert_eq!(
+            image_store(r#"[["driver-type","io.containerd.snapshotter.v1"]]"#),
+            Some(ImageStore::Containerd)
+        );
+        assert_eq!(
+            image_store(r#"[["Backing Filesystem","extfs"],["Supports d_type","true"]]"#),
+            Some(ImageStore::Classic)
+        );
+        assert_eq!(image_store("null"), Some(ImageStore::Classic));
+        assert_eq!(image_store("garbage"), None);
+        assert_eq!(
+            image_store_from_config(br#"{"features": {"containerd-snapshotter": true}}"#),
+            Some(ImageStore::Containerd)
+        );
+        assert_eq!(image_store_from_config(br#"{"mtu": 1400}"#), None);
     }
 
     #[test]

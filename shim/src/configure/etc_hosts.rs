@@ -1,6 +1,8 @@
 //! `/etc/hosts`: when the buildset registry is given as an IP address, a name for it
-//! (`<ip>\t<alias>`), inside a marked block so that a rerun replaces only the block and a
-//! reader can see what specreg added. Every other line is kept; undo restores the file byte-exact.
+//! (`<ip>\t<alias>`), and with interception the intercepted hosts on the proxy's address
+//! (`127.0.0.2\tquay.io gcr.io`), inside a marked block so that a rerun replaces only the
+//! block and a reader can see what specreg added. Every other line is kept; undo restores
+//! the file byte-exact.
 
 use std::path::Path;
 
@@ -10,15 +12,26 @@ pub const PATH: &str = "/etc/hosts";
 pub const BEGIN: &str = "# specreg begin";
 pub const END: &str = "# specreg end";
 
-fn block(ip: &str, alias: &str) -> String {
-    format!("{BEGIN}\n{ip}\t{alias}\n{END}\n")
+fn block(lines: &[(String, String)]) -> String {
+    let mut s = format!("{BEGIN}\n");
+    for (ip, names) in lines {
+        s.push_str(&format!("{ip}\t{names}\n"));
+    }
+    s.push_str(END);
+    s.push('\n');
+    s
 }
 
 /// Plans `/etc/hosts` (`None` old: absent). `Ok(None)` when the block is already there.
 pub fn plan_etc_hosts(old: Option<&[u8]>, ip: &str, alias: &str) -> Result<Option<Vec<u8>>, String> {
+    plan_etc_hosts_lines(old, &[(ip.to_owned(), alias.to_owned())])
+}
+
+/// Plans `/etc/hosts` with a block of `(address, names)` lines.
+pub fn plan_etc_hosts_lines(old: Option<&[u8]>, lines: &[(String, String)]) -> Result<Option<Vec<u8>>, String> {
     let old = old.unwrap_or(b"");
     let text = std::str::from_utf8(old).map_err(|e| format!("not UTF-8: {e}"))?;
-    let want = block(ip, alias);
+    let want = block(lines);
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let begin = lines.iter().position(|l| l.trim_end() == BEGIN);
     let new = match begin {
@@ -70,18 +83,33 @@ pub fn conflicting_line(old: &[u8], ip: &str, alias: &str) -> Option<String> {
 
 pub(super) fn plan(p: &mut Planner) -> Result<(), ConfigureError> {
     let setup = p.setup;
-    let Some(ip) = setup.buildset_ip() else { return Ok(()) };
-    let ip = ip.to_string();
-    let alias = setup.alias().to_string();
-    let mut conflict = None;
+    // (address, the names it gets)
+    let mut wanted: Vec<(String, Vec<String>)> = Vec::new();
+    if let Some(ip) = setup.buildset_ip() {
+        wanted.push((ip.to_string(), vec![setup.alias().to_string()]));
+    }
+    if let Some(i) = setup.intercept.as_ref().filter(|i| !i.hosts.is_empty()) {
+        wanted.push((i.addr.to_string(), i.hosts.clone()));
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<(String, String)> = wanted.iter().map(|(ip, names)| (ip.clone(), names.join(" "))).collect();
+    let mut conflicts = Vec::new();
     p.file(Path::new(PATH), FileKind::EtcHosts, NewFile::SYSTEM, |old| {
-        conflict = old.and_then(|o| conflicting_line(o, &ip, &alias));
-        plan_etc_hosts(old, &ip, &alias)
+        if let Some(o) = old {
+            for (ip, names) in &wanted {
+                for name in names {
+                    if let Some(line) = conflicting_line(o, ip, name) {
+                        conflicts.push((name.clone(), line));
+                    }
+                }
+            }
+        }
+        plan_etc_hosts_lines(old, &lines)
     })?;
-    if let Some(line) = conflict {
-        p.warn(format!(
-            "{PATH} already maps {alias} elsewhere ({line:?}), and the first match wins"
-        ));
+    for (name, line) in conflicts {
+        p.warn(format!("{PATH} already maps {name} elsewhere ({line:?}), and the first match wins"));
     }
     Ok(())
 }
@@ -116,6 +144,20 @@ mod tests {
             .unwrap_err()
             .contains("without"));
         assert!(plan_etc_hosts(None, "fd00::1", "buildset-registry").unwrap().is_some());
+    }
+
+    #[test]
+    fn intercepted_hosts_share_one_line() {
+        let lines = vec![
+            ("10.1.2.3".to_owned(), "buildset-registry".to_owned()),
+            ("127.0.0.2".to_owned(), "quay.io gcr.io".to_owned()),
+        ];
+        let new = plan_etc_hosts_lines(Some(b"127.0.0.1 localhost\n"), &lines).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(new.clone()).unwrap(),
+            "127.0.0.1 localhost\n# specreg begin\n10.1.2.3\tbuildset-registry\n127.0.0.2\tquay.io gcr.io\n# specreg end\n"
+        );
+        assert_eq!(plan_etc_hosts_lines(Some(&new), &lines).unwrap(), None);
     }
 
     #[test]

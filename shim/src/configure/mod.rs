@@ -9,10 +9,12 @@
 //! | Configurator | Files (under [`NodeSetup::root`]) | After apply |
 //! |---|---|---|
 //! | [`docker`] | `/etc/docker/daemon.json` (`registry-mirrors`, ours first), `/etc/docker/certs.d/<mirror>/ca.crt`, `/etc/docker/certs.d/<buildset>/ca.crt` | SIGHUP dockerd ([`process::dockerd_pid`]) |
+//! | [`docker`] (containerd image store) | `/etc/docker/certs.d/<registry>/hosts.toml` per registry, mirror first | nothing (read per pull) |
+//! | [`intercept`] | `/etc/docker/certs.d/<intercepted host>/ca.crt`; with `system_trust`, the node CA appended to `/etc/ssl/certs/ca-certificates.crt` | nothing |
 //! | [`containers`] | `/etc/containers/registries.conf.d/99-specreg.conf` (or, for a v1 main file, `/etc/containers/registries.conf`), `/etc/containers/certs.d/<mirror>/ca.crt` | SIGHUP cri-o ([`process::crio_pid`]) |
 //! | [`containerd`] | `<hosts dir>/<registry>/hosts.toml`, `<hosts dir>/<mirror>/ca.crt` | nothing (warns when `config_path` is unset) |
 //! | [`buildkit`] | `/etc/buildkit/buildkitd.toml`, `/etc/buildkit/certs.d/<mirror>/ca.crt` | recreate builders / restart buildkitd |
-//! | [`etc_hosts`] | `/etc/hosts` (marked block, only when the buildset registry is an IP) | nothing |
+//! | [`etc_hosts`] | `/etc/hosts` (marked block: the buildset registry's alias when it is an IP, intercepted hosts on the proxy's address) | nothing |
 //! | [`credentials`] | the credential store of `docker-credential-specreg`, `~/.docker/config.json` (`credHelpers`) | nothing |
 //!
 //! How the clients address the mirror (the proxy must accept all three):
@@ -37,6 +39,7 @@ pub mod containers;
 pub mod credentials;
 pub mod docker;
 pub mod etc_hosts;
+pub mod intercept;
 pub mod process;
 
 mod error;
@@ -143,6 +146,20 @@ pub struct NodeSetup {
     /// [`crate::credential_helper::DEFAULT_STORE_PATH`]).
     pub credential_store: PathBuf,
     pub clients: Clients,
+    /// TLS interception for registries docker has no mirror setting for: `/etc/hosts`
+    /// sends them to the proxy, docker trusts the node CA for them (see [`intercept`]).
+    pub intercept: Option<Intercept>,
+    /// Add the node CA to the system trust store too (the system bundle).
+    pub system_trust: bool,
+}
+
+/// Which hosts the proxy stands in for, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intercept {
+    /// The loopback address the proxy listens on (port 443) for all of them.
+    pub addr: IpAddr,
+    /// Host names without port (`quay.io`).
+    pub hosts: Vec<String>,
 }
 
 impl NodeSetup {
@@ -163,6 +180,8 @@ impl NodeSetup {
             job_user_home: None,
             credential_store: PathBuf::from(crate::credential_helper::DEFAULT_STORE_PATH),
             clients: Clients::default(),
+            intercept: None,
+            system_trust: false,
         }
     }
 
@@ -242,6 +261,22 @@ impl NodeSetup {
         ] {
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
                 return bad(format!("{what} is not a PEM certificate"));
+            }
+        }
+        if let Some(i) = &self.intercept {
+            if !i.addr.is_loopback() {
+                return bad(format!("interception address {} is not a loopback address", i.addr));
+            }
+            for h in &i.hosts {
+                validate_host(h).map_err(|e| ConfigureError::Setup(format!("intercepted host: {e}")))?;
+                if h.chars().any(|c| c.is_ascii_uppercase()) {
+                    return bad(format!("intercepted host {h:?}: host names are lower case"));
+                }
+                if h == crate::proxy::mapping::DOCKER_IO || h.ends_with(".docker.io") {
+                    return bad(format!(
+                        "intercepted host {h:?}: docker.io goes through dockerd's registry-mirrors, not interception"
+                    ));
+                }
             }
         }
         if self.clients.credentials && self.buildset.username.is_empty() {
@@ -326,6 +361,10 @@ pub enum FileKind {
     BuildkitCert,
     EtcHosts,
     CredentialStore,
+    /// `/etc/docker/certs.d/<registry>/hosts.toml` (docker with the containerd image store).
+    DockerHostsToml,
+    /// The system CA bundle with the node CA appended.
+    SystemTrust,
 }
 
 /// One file of the plan.
@@ -554,6 +593,7 @@ pub fn plan(setup: &NodeSetup) -> Result<Plan, ConfigureError> {
     if setup.clients.etc_hosts {
         etc_hosts::plan(&mut p)?;
     }
+    intercept::plan(&mut p)?;
     if setup.clients.credentials {
         credentials::plan(&mut p)?;
     }

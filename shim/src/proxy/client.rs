@@ -16,6 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::mapping::{canonical_registry, DOCKER_IO};
+use super::resolve::UpstreamResolver;
 use super::{Body, ProxyError};
 
 /// Docker Hub's registry API host.
@@ -26,7 +27,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled connections are closed after this.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector<UpstreamResolver>>, Body>;
 
 /// A registry's base URL: scheme, authority and an optional path prefix (no trailing `/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,12 +178,12 @@ pub fn roots(extra: &[(&str, &str)]) -> Result<RootCertStore, ProxyError> {
 
 /// One client for the buildset registry and every upstream: keep-alive pools per host,
 /// HTTP/2 where the server offers it by ALPN, plain HTTP for `http://` endpoints.
-pub fn http_client(roots: RootCertStore) -> Result<HttpClient, ProxyError> {
+pub fn http_client(roots: RootCertStore, resolver: UpstreamResolver) -> Result<HttpClient, ProxyError> {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(resolver);
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));

@@ -29,6 +29,8 @@ pub struct State {
     pub no_upstream: bool,
     pub authoritative: Vec<String>,
     pub read_timeout: Duration,
+    /// Hosts served on the interception listener (lower case, no port).
+    pub intercepted: Vec<String>,
     /// Ask the buildset registry to redirect blob GETs to signed URLs of its own, so the
     /// client fetches the bytes straight from it (see `ProxyConfig::blob_redirects`).
     pub blob_redirects: bool,
@@ -40,7 +42,7 @@ const BLOB_REDIRECT: HeaderName = HeaderName::from_static(specreg_registry::auth
 
 /// Where an answer came from, for the log.
 #[derive(Debug, Clone, Copy)]
-enum Source {
+pub(super) enum Source {
     Proxy,
     Buildset,
     Upstream,
@@ -84,7 +86,7 @@ pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `GET /v2/`: the proxy needs no client credentials (it listens on loopback only).
-fn base(method: &Method) -> Response<Body> {
+pub(super) fn base(method: &Method) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return registry_error(
             &RegistryError::new(ErrorCode::Unsupported, format!("{method} is not supported on /v2/")),
@@ -102,7 +104,7 @@ fn base(method: &Method) -> Response<Body> {
 }
 
 /// A pull: the buildset registry's answer unless it has nothing, then the upstream's.
-async fn overlay(state: &State, mapped: &Mapped, req: Request<Incoming>) -> (Response<Body>, Source) {
+pub(super) async fn overlay(state: &State, mapped: &Mapped, req: Request<Incoming>) -> (Response<Body>, Source) {
     let (parts, _body) = req.into_parts();
 
     // Referrers come from whoever holds the subject manifest.
@@ -189,6 +191,10 @@ async fn miss(state: &State, mapped: &Mapped, parts: &http::request::Parts) -> (
     // The client's own headers, Authorization included: its token dance is with the upstream.
     let req = outgoing(&parts.method, uri, &parts.headers, None, empty());
     match send(&state.client, req, Some(state.read_timeout)).await {
+        // Through the mirror port a relative target must name the upstream; on the
+        // interception listener the client already talks to "the upstream", so absolute
+        // targets on it come back to the proxy.
+        Ok(resp) if mapped.intercepted => (relay(resp, |t| upstream.relativize(t)), Source::Upstream),
         Ok(resp) => (relay(resp, |t| upstream.absolutize(t)), Source::Upstream),
         Err(e) => {
             tracing::warn!(image = %mapped.image(), %upstream, error = %e, "upstream unreachable");
@@ -261,7 +267,7 @@ fn copy_end_to_end(src: &HeaderMap, dst: &mut HeaderMap, skip: impl Fn(&HeaderNa
 /// The request to send on: the client's headers (less its `Authorization` when `auth`
 /// replaces it, and `Expect`, which the proxy's own server side has answered), a fresh
 /// `Host`, and `body`.
-fn outgoing(method: &Method, uri: Uri, headers: &HeaderMap, auth: Option<&HeaderValue>, body: Body) -> Request<Body> {
+pub(super) fn outgoing(method: &Method, uri: Uri, headers: &HeaderMap, auth: Option<&HeaderValue>, body: Body) -> Request<Body> {
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
@@ -279,7 +285,7 @@ fn outgoing(method: &Method, uri: Uri, headers: &HeaderMap, auth: Option<&Header
 }
 
 /// Sends a request; the error names what failed, with its causes.
-async fn send(client: &HttpClient, req: Request<Body>, timeout: Option<Duration>) -> Result<Response<Incoming>, String> {
+pub(super) async fn send(client: &HttpClient, req: Request<Body>, timeout: Option<Duration>) -> Result<Response<Incoming>, String> {
     let fut = client.request(req);
     let result = match timeout {
         Some(t) => match tokio::time::timeout(t, fut).await {
@@ -301,13 +307,13 @@ async fn send(client: &HttpClient, req: Request<Body>, timeout: Option<Duration>
 }
 
 /// Reads a small error body to its end so the connection goes back to the pool.
-async fn drain(body: Incoming) {
+pub(super) async fn drain(body: Incoming) {
     let _ = tokio::time::timeout(Duration::from_secs(2), Limited::new(body, DRAIN_LIMIT).collect()).await;
 }
 
 /// The answer as it came, streamed: status and end-to-end headers unchanged but for
 /// `Location` and `Link` targets, which `rewrite` may change.
-fn relay(resp: Response<Incoming>, rewrite: impl Fn(&str) -> Option<String>) -> Response<Body> {
+pub(super) fn relay(resp: Response<Incoming>, rewrite: impl Fn(&str) -> Option<String>) -> Response<Body> {
     let (parts, body) = resp.into_parts();
     let mut out = Response::new(body.map_err(Into::into).boxed_unsync());
     *out.status_mut() = parts.status;
@@ -353,16 +359,16 @@ fn credentials_refused(state: &State, head: bool) -> Response<Body> {
     )
 }
 
-fn bad_gateway(message: &str, head: bool) -> Response<Body> {
+pub(super) fn bad_gateway(message: &str, head: bool) -> Response<Body> {
     json_error(StatusCode::BAD_GATEWAY, "UNAVAILABLE", message, head)
 }
 
-fn registry_error(e: &RegistryError, head: bool) -> Response<Body> {
+pub(super) fn registry_error(e: &RegistryError, head: bool) -> Response<Body> {
     json_error(e.status, e.code.as_str(), &e.message, head)
 }
 
 /// The distribution-spec error body `{"errors":[{"code","message","detail"}]}`.
-fn json_error(status: StatusCode, code: &str, message: &str, head: bool) -> Response<Body> {
+pub(super) fn json_error(status: StatusCode, code: &str, message: &str, head: bool) -> Response<Body> {
     let body = serde_json::to_vec(&serde_json::json!({
         "errors": [{ "code": code, "message": message, "detail": null }]
     }))
@@ -377,7 +383,7 @@ fn json_error(status: StatusCode, code: &str, message: &str, head: bool) -> Resp
         .expect("valid response")
 }
 
-fn empty() -> Body {
+pub(super) fn empty() -> Body {
     Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
 }
 

@@ -59,6 +59,8 @@ pub struct Mapped {
     /// answered by whichever registry holds the subject (the buildset registry answers an
     /// empty list for any digest, which would hide an upstream image's referrers).
     pub subject_path: Option<String>,
+    /// Arrived on the interception listener (the client believes it talks to `registry`).
+    pub intercepted: bool,
 }
 
 impl Mapped {
@@ -139,6 +141,18 @@ fn join_query(path: String, pairs: &[Cow<'_, str>]) -> String {
 /// Maps a request's path and query (as on the wire). `pushing` is true for `PUT`, where a
 /// malformed tag is a bad request rather than an unknown manifest.
 pub fn map(raw_path: &str, raw_query: Option<&str>, pushing: bool) -> Result<Mapped, MapError> {
+    map_in(None, raw_path, raw_query, pushing)
+}
+
+/// Like [`map`], for a request whose registry is known from where it arrived: on the
+/// interception listener the client talks to `quay.io` itself, so the whole path is the
+/// repository name and no `ns` or host prefix applies.
+pub fn map_in(
+    registry: Option<&str>,
+    raw_path: &str,
+    raw_query: Option<&str>,
+    pushing: bool,
+) -> Result<Mapped, MapError> {
     let path = percent_encoding::percent_decode_str(raw_path)
         .decode_utf8()
         .map_err(|_| MapError::NotFound)?;
@@ -147,17 +161,18 @@ pub fn map(raw_path: &str, raw_query: Option<&str>, pushing: bool) -> Result<Map
         Some(r) => r.strip_prefix('/').ok_or(MapError::NotFound)?,
         None => return Err(MapError::NotFound),
     };
-    let (pairs, ns) = query_without_ns(raw_query);
+    let registry_forced = registry.is_some();
+    let (pairs, ns) = match registry {
+        // `ns` means nothing to the real registry: the query goes on as it came.
+        Some(_) => (raw_query.unwrap_or("").split('&').filter(|p| !p.is_empty()).collect(), None),
+        None => query_without_ns(raw_query),
+    };
 
     // Which registry, and the path from the repository name on.
     let first = rest.split_once('/');
-    let (registry, name_rest) = match (&ns, first) {
-        (Some(ns), Some((first, after))) if canonical_registry(first) == canonical_registry(ns) => {
-            (canonical_registry(ns), after)
-        }
-        (Some(ns), _) => (canonical_registry(ns), rest),
-        (None, Some((first, after))) if looks_like_host(first) => (canonical_registry(first), after),
-        (None, _) => (DOCKER_IO.to_owned(), rest),
+    let (registry, name_rest) = match (registry, &ns, first) {
+        (Some(r), _, _) => (canonical_registry(r), rest),
+        (None, ns, first) => registry_from(ns, first, rest),
     };
     let prefix = route::namespace_prefix(&registry).map_err(MapError::Invalid)?;
 
@@ -215,7 +230,21 @@ pub fn map(raw_path: &str, raw_query: Option<&str>, pushing: bool) -> Result<Map
         upstream_path: join_query(format!("/v2/{name_rest}"), &upstream_pairs),
         ns,
         subject_path,
+        intercepted: registry_forced,
     })
+}
+
+/// The registry from `ns`, else from a host-like first path component, else docker.io;
+/// with the rest of the path from the repository name on.
+fn registry_from<'a>(ns: &Option<String>, first: Option<(&'a str, &'a str)>, rest: &'a str) -> (String, &'a str) {
+    match (ns, first) {
+        (Some(ns), Some((first, after))) if canonical_registry(first) == canonical_registry(ns) => {
+            (canonical_registry(ns), after)
+        }
+        (Some(ns), _) => (canonical_registry(ns), rest),
+        (None, Some((first, after))) if looks_like_host(first) => (canonical_registry(first), after),
+        (None, _) => (DOCKER_IO.to_owned(), rest),
+    }
 }
 
 /// `from=<name>` with the name moved under `prefix`; unchanged when it is not a valid name
@@ -348,6 +377,22 @@ mod tests {
         assert!(matches!(map("/v2/quay.io/../x/manifests/1", None, false), Err(MapError::Invalid(_))));
         assert!(matches!(map("/v2/x/manifests/1", Some("ns=..%2Fx"), false), Err(MapError::Invalid(_))));
         assert!(matches!(map("/v2/x/blobs/sha256:nothex", None, false), Err(MapError::Invalid(_))));
+    }
+
+    #[test]
+    fn intercepted_requests_name_their_registry_by_the_listener() {
+        let x = map_in(Some("quay.io"), "/v2/org/app/manifests/1", Some("ns=x.io&n=1"), false).unwrap();
+        assert_eq!(x.registry, "quay.io");
+        assert_eq!(x.name, "org/app");
+        assert_eq!(x.buildset_path, "/v2/quay.io/org/app/manifests/1?ns=x.io&n=1");
+        assert_eq!(x.upstream_path, "/v2/org/app/manifests/1?ns=x.io&n=1");
+        assert_eq!(x.ns, None);
+        // A first component that looks like a host is part of the name here.
+        let x = map_in(Some("quay.io"), "/v2/quay.io/app/manifests/1", None, false).unwrap();
+        assert_eq!((x.name.as_str(), x.buildset_path.as_str()), ("quay.io/app", "/v2/quay.io/quay.io/app/manifests/1"));
+        let x = map_in(Some("quay.io"), "/v2/", None, false).unwrap();
+        assert_eq!(x.kind, Kind::Base);
+        assert!(matches!(map_in(Some("quay.io"), "/v2/auth", None, false), Err(MapError::NotFound)));
     }
 
     #[test]

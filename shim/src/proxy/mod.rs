@@ -10,6 +10,12 @@
 //! Pushes go to the buildset registry. See [`mapping`] for how a path names a registry
 //! and a repository.
 //!
+//! With [`ProxyConfig::intercept`] the proxy also stands in for whole registry hosts
+//! (`quay.io`) on a second, TLS-only listener that `/etc/hosts` points them at: each host's
+//! own leaf by SNI ([`intercept`]), the same overlay for pulls, and everything else
+//! (pushes, token endpoints) passed to the real host untouched. The real host is resolved
+//! past `/etc/hosts` (see `resolve`), so the proxy never calls itself.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), specreg_shim::proxy::ProxyError> {
 //! use specreg_registry::auth::Secret;
@@ -30,11 +36,14 @@
 
 mod client;
 mod forward;
+pub mod intercept;
+mod intercepted;
 pub mod mapping;
+mod resolve;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +55,7 @@ use specreg_registry::auth::Secret;
 use tokio::net::TcpListener;
 
 pub use client::{Endpoint, Upstreams, DOCKER_HUB_API};
+pub use intercept::InterceptedHost;
 
 /// Body of every request and response the proxy sends.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -85,12 +95,25 @@ pub struct ProxyConfig {
     /// How long a read waits for the buildset registry's or the upstream's response
     /// headers before answering 502.
     pub read_timeout: Duration,
+    /// TLS interception: a second listener (port 443 of a loopback address that
+    /// `/etc/hosts` gives these hosts) presenting each host's own leaf by SNI.
+    pub intercept: Option<InterceptConfig>,
+    /// Fixed addresses for upstream hosts (`quay.io` -> `192.0.2.7`), used before DNS.
+    pub resolve: Vec<(String, IpAddr)>,
     /// Blob GETs that the buildset registry holds are answered with its `307` to a
     /// short-lived signed URL of the blob, so the client fetches the bytes straight from the
     /// buildset registry and the proxy stays out of the byte path (the client must trust
     /// the buildset registry's CA: `use` puts it beside the node CA). Off, the proxy
     /// streams every blob itself.
     pub blob_redirects: bool,
+}
+
+/// The interception listener.
+#[derive(Debug, Clone)]
+pub struct InterceptConfig {
+    /// `127.x.y.z:443`.
+    pub listen: SocketAddr,
+    pub hosts: Vec<InterceptedHost>,
 }
 
 impl ProxyConfig {
@@ -105,6 +128,8 @@ impl ProxyConfig {
             no_upstream: false,
             authoritative: Vec::new(),
             read_timeout: Duration::from_secs(30),
+            intercept: None,
+            resolve: Vec::new(),
             blob_redirects: true,
         }
     }
@@ -135,6 +160,7 @@ pub struct Proxy {
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<forward::State>,
+    intercept: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
 }
 
 impl Proxy {
@@ -150,7 +176,14 @@ impl Proxy {
             extra.push(("upstreams", pem));
         }
         let roots = client::roots(&extra)?;
-        let http = client::http_client(roots)?;
+        let intercepted: Vec<String> = cfg
+            .intercept
+            .iter()
+            .flat_map(|i| i.hosts.iter().map(|h| h.host.to_ascii_lowercase()))
+            .collect();
+        let own = cfg.intercept.as_ref().map(|i| i.listen.ip());
+        let resolver = resolve::UpstreamResolver::new(&cfg.resolve, &intercepted, own);
+        let http = client::http_client(roots, resolver)?;
         let state = forward::State {
             client: http,
             buildset,
@@ -159,6 +192,7 @@ impl Proxy {
             no_upstream: cfg.no_upstream,
             authoritative: cfg.authoritative.clone(),
             read_timeout: cfg.read_timeout,
+            intercepted,
             blob_redirects: cfg.blob_redirects,
         };
         let listener = TcpListener::bind(cfg.listen)
@@ -171,10 +205,22 @@ impl Proxy {
             no_upstream = cfg.no_upstream,
             "mirror proxy bound"
         );
+        let intercept = match &cfg.intercept {
+            None => None,
+            Some(i) => {
+                let tls = Arc::new(intercept::server_config(&i.hosts)?);
+                let l = TcpListener::bind(i.listen)
+                    .await
+                    .map_err(|source| ProxyError::Bind { addr: i.listen, source })?;
+                tracing::info!(listen = %i.listen, hosts = ?state.intercepted, "interception listener bound");
+                Some((l, tokio_rustls::TlsAcceptor::from(tls)))
+            }
+        };
         Ok(Proxy {
             listener,
             tls: cfg.tls.map(tokio_rustls::TlsAcceptor::from),
             state: Arc::new(state),
+            intercept,
         })
     }
 
@@ -182,15 +228,39 @@ impl Proxy {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The interception listener's address, when there is one.
+    pub fn intercept_addr(&self) -> Option<SocketAddr> {
+        self.intercept.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting (open connections end with
     /// the runtime).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
         let state = self.state.clone();
         let handler = move |req| {
             let state = state.clone();
             async move { forward::handle(&state, req).await }
         };
-        specreg_registry::server::listen::accept_loop(&self.listener, self.tls.clone(), handler, shutdown).await
+        let mirror = specreg_registry::server::listen::accept_loop(&self.listener, self.tls.clone(), handler, stopped(stop_rx.clone()));
+        let intercepting = async {
+            if let Some((listener, tls)) = &self.intercept {
+                let state = self.state.clone();
+                let handler = move |req| {
+                    let state = state.clone();
+                    async move { intercepted::handle(&state, req).await }
+                };
+                specreg_registry::server::listen::accept_loop(listener, Some(tls.clone()), handler, stopped(stop_rx.clone())).await
+            }
+        };
+        let signal = async {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        tokio::join!(mirror, intercepting, signal);
     }
 }
 
