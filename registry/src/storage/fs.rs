@@ -542,16 +542,15 @@ impl Storage for FsStorage {
         let temp = staged
             .take_temp()
             .ok_or_else(|| StorageError::Corrupt(format!("metadata {} was staged elsewhere", staged.key())))?;
-        let disk = self.disk.clone();
-        blocking(move || {
-            fs::rename(&temp, &path).inspect_err(|_| {
+        // One rename within a directory, no flush: done in place, because callers hold a
+        // lock around it and a hop to a blocking thread would be most of their hold time.
+        fs::rename(&temp, &path)
+            .inspect_err(|_| {
                 let _ = fs::remove_file(&temp);
-            })?;
-            disk.note(path.parent().expect("meta path has a parent"));
-            Ok(())
-        })
-        .await?
-        .map_err(|e| StorageError::io("publishing metadata", e))
+            })
+            .map_err(|e| StorageError::io("publishing metadata", e))?;
+        self.disk.note(path.parent().expect("meta path has a parent"));
+        Ok(())
     }
 
     async fn sync_meta(&self, key: &str) -> Result<()> {
