@@ -21,6 +21,7 @@ PACKAGES=(
   curl
   ca-certificates
   openssl          # e2e_tls_auth: given certificates, fingerprints, SANs
+  apache2-utils    # htpasswd: distribution with bcrypt htpasswd auth (e2e_publish)
   wrk              # load tests
 )
 

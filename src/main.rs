@@ -1,12 +1,17 @@
 //! `specreg`: the command line. Argument parsing and wiring only; the work happens in the
 //! `specreg-registry`, `specreg-certs` and `specreg-shim` crates.
 
+mod access;
+mod copy_cmd;
 mod data_lock;
 mod info;
+mod progress;
 mod proxy_cmd;
 mod prune_cmd;
+mod publish_cmd;
 mod serve;
 mod use_cmd;
+mod zuul_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +33,22 @@ enum Command {
     Use(use_cmd::UseArgs),
     /// Run the node-local mirror proxy in the foreground.
     Proxy(proxy_cmd::ProxyArgs),
+    /// Copy an image or a whole index between registries and OCI layouts, byte for byte.
+    Copy(copy_cmd::CopyArgs),
+    /// Copy the container images of `zuul.artifacts` from the intermediate registry into
+    /// the buildset registry (the nearest change ahead wins).
+    PullAhead(zuul_cmd::PullAheadArgs),
+    /// Copy images built in this buildset to the intermediate registry as
+    /// <repo>:<build>_<tag> and print the Zuul artifacts document.
+    PushIntermediate(zuul_cmd::PushIntermediateArgs),
+    /// Upload the tested image to its final repository under temporary tags only
+    /// (<prefix><tag>), for promote to move after the merge.
+    Upload(publish_cmd::UploadArgs),
+    /// Promote: move final tags to the gate's temporary tags by manifest alone, then
+    /// remove the temporary tags (one repository, or a whole buildset with --images).
+    Promote(publish_cmd::PromoteArgs),
+    /// Remove stale temporary tags (e.g. change_*) older than a given age.
+    CleanupTags(publish_cmd::CleanupArgs),
     /// The docker credential helper protocol (also as `docker-credential-specreg`).
     CredentialHelper {
         /// get, store, erase, list or version.
@@ -56,6 +77,12 @@ fn main() -> std::process::ExitCode {
         Command::Use(args) => use_cmd::run(args),
         Command::Prune(args) => prune_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(args),
+        Command::Copy(args) => copy_cmd::run(args),
+        Command::PullAhead(args) => zuul_cmd::pull_ahead(args),
+        Command::PushIntermediate(args) => zuul_cmd::push_intermediate(args),
+        Command::Upload(args) => publish_cmd::upload(args),
+        Command::Promote(args) => publish_cmd::promote(args),
+        Command::CleanupTags(args) => publish_cmd::cleanup_tags(args),
         Command::CredentialHelper { action } => {
             let args = vec!["docker-credential-specreg".to_owned(), action];
             return exit_code(specreg_shim::credential_helper::main_with_args(&args));
@@ -82,4 +109,13 @@ pub(crate) async fn shutdown_signal() {
 
 fn exit_code(code: i32) -> std::process::ExitCode {
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

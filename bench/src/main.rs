@@ -7,8 +7,10 @@
 
 mod baseline;
 mod client;
+mod copy;
 mod load;
 mod node;
+mod promote;
 mod report;
 mod servers;
 mod workload;
@@ -89,9 +91,24 @@ struct Args {
     /// [default: 256, quick 32].
     #[arg(long, value_name = "MIB")]
     node_blob_mib: Option<u64>,
+    /// promote phase: size of the big image's layer in MiB [default: 1024, quick 64]; the
+    /// small image has 10 MiB (quick 4).
+    #[arg(long, value_name = "MIB")]
+    promote_big_mib: Option<u64>,
+    /// promote phase: timed promotes per image and server [default: 7, quick 3].
+    #[arg(long, value_name = "N")]
+    promote_runs: Option<usize>,
     /// node phase: `specreg use` + `--undo` cycles [default: 5, quick 3].
     #[arg(long, value_name = "N")]
     use_runs: Option<usize>,
+    /// copy phase (best of --repeat, at least 3 in a full run): the smallest of the 10
+    /// layers in MiB; layer i is i times it
+    /// [default: 4, quick 1: 220 / 55 MiB of gzip data in all].
+    #[arg(long, value_name = "MIB")]
+    copy_layer_mib: Option<u64>,
+    /// copy phase: the skopeo binary.
+    #[arg(long, value_name = "PATH", default_value = "skopeo")]
+    skopeo: PathBuf,
     /// Directory for the temporary files (blob file, server data) [default: $TMPDIR].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -180,6 +197,7 @@ async fn run(args: Args) -> Result<()> {
     let phases = args.phases.clone().unwrap_or_else(|| Phase::ALL.to_vec());
     let server_phases: Vec<Phase> = phases.iter().copied().filter(|p| p.per_server()).collect();
     let node_phase = phases.contains(&Phase::Node);
+    let copy_phase = phases.contains(&Phase::Copy);
     let node_blob_mib = args.node_blob_mib.unwrap_or(if quick { 32 } else { 256 }).max(1);
     let use_runs = args.use_runs.unwrap_or(if quick { 3 } else { 5 }).max(1);
     if blob_mib == 0 || args.chunk_mib == 0 || args.concurrency == 0 {
@@ -192,7 +210,7 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     let specreg_bin = args.specreg.clone().unwrap_or_else(default_specreg);
-    if (node_phase || kinds.iter().any(|k| *k != ServerKind::Distribution)) && !specreg_bin.is_file() {
+    if (node_phase || copy_phase || phases.contains(&Phase::Promote) || kinds.iter().any(|k| *k != ServerKind::Distribution)) && !specreg_bin.is_file() {
         bail!(
             "no specreg binary at {} (run `cargo build --release -p specreg`, or bench/run.sh, or pass --specreg)",
             specreg_bin.display()
@@ -369,6 +387,48 @@ async fn run(args: Args) -> Result<()> {
     };
     let node_rows = node_result.as_ref().map(report::node_rows);
 
+    let copy_result = if copy_phase {
+        let dir = root.join("copy");
+        fs::create_dir_all(&dir)?;
+        let unit_mib = args.copy_layer_mib.unwrap_or(if quick { 1 } else { 4 }).max(1);
+        let repeat = if quick { args.repeat.max(1) } else { args.repeat.max(3) };
+        eprintln!("copy phase: specreg copy vs skopeo copy of a 10-layer image, best of {repeat}");
+        let cfg = copy::CopyConfig {
+            specreg: specreg_bin.clone(),
+            skopeo: args.skopeo.clone(),
+            dir: dir.clone(),
+            layer_unit: unit_mib << 20,
+            repeat,
+        };
+        let r = copy::run(&cfg).await?;
+        if !args.keep {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        Some(r)
+    } else {
+        None
+    };
+
+    let promote_rows = if phases.contains(&Phase::Promote) {
+        let cfg = promote::PromoteConfig {
+            specreg: specreg_bin.clone(),
+            distribution: args.distribution.clone(),
+            dir: root.clone(),
+            small_bytes: if quick { 4 << 20 } else { 10 << 20 },
+            big_bytes: args.promote_big_mib.unwrap_or(if quick { 64 } else { 1024 }).max(1) << 20,
+            runs: args.promote_runs.unwrap_or(if quick { 3 } else { 7 }).max(1),
+        };
+        eprintln!(
+            "promote phase: {} and {} MiB images, {} promotes each, on specreg and distribution",
+            cfg.small_bytes >> 20,
+            cfg.big_bytes >> 20,
+            cfg.runs
+        );
+        Some(promote::run(&cfg).await?)
+    } else {
+        None
+    };
+
     let mut out = String::new();
     out.push_str(&format!(
         "specreg-bench ({} run): {} CPUs ({}), kernel {}\n",
@@ -421,6 +481,19 @@ async fn run(args: Args) -> Result<()> {
              manifest GETs sequential on one keep-alive connection\n\n",
         );
         out.push_str(&report::node_table(rows));
+    }
+    if let Some(c) = &copy_result {
+        if server_part.is_some() || node_rows.is_some() {
+            out.push('\n');
+        }
+        out.push_str(&c.table());
+    }
+    if let Some(rows) = &promote_rows {
+        out.push_str(
+            "\npromote (issue #8): wall time of one `specreg promote` process (GET temporary tag, PUT final tag, \
+             check, remove temporary tag); a manifest-only retag, so big/small should be 1 within noise\n\n",
+        );
+        out.push_str(&promote::table(rows));
     }
     print!("{out}");
 
@@ -477,6 +550,8 @@ async fn run(args: Args) -> Result<()> {
                 v["rows"] = report::node_rows_json(node_rows.as_deref().unwrap_or(&[]));
                 v
             }),
+            "copy": copy_result.as_ref().map(copy::CopyResult::to_json),
+            "promote": promote_rows.as_deref().map(promote::to_json),
         });
         let mut bytes = serde_json::to_vec_pretty(&doc)?;
         bytes.push(b'\n');

@@ -36,14 +36,30 @@ pub enum Phase {
     /// and blob and manifest pulls through the mirror proxy against the same pulls
     /// straight from a TLS buildset registry.
     Node,
+    /// specreg only against skopeo (issue #7): `specreg copy` and `skopeo copy` of the same
+    /// 10-layer image between two local registries, and a re-copy that must move nothing.
+    Copy,
+    /// specreg promote (issue #8) of a small and a big image, on specreg and distribution:
+    /// a manifest-only retag, so the time must not depend on the image size.
+    Promote,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] =
-        [Phase::Mono, Phase::Chunked, Phase::Pull, Phase::Small, Phase::Manifests, Phase::Load, Phase::Node];
-    /// The phases run against every server (all but `node`).
+    pub const ALL: [Phase; 9] = [
+        Phase::Mono,
+        Phase::Chunked,
+        Phase::Pull,
+        Phase::Small,
+        Phase::Manifests,
+        Phase::Load,
+        Phase::Node,
+        Phase::Copy,
+        Phase::Promote,
+    ];
+    /// The phases run against every server (all but `node`, `copy` and `promote`, which
+    /// start their own).
     pub fn per_server(self) -> bool {
-        self != Phase::Node
+        !matches!(self, Phase::Node | Phase::Copy | Phase::Promote)
     }
 }
 

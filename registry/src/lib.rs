@@ -3,9 +3,12 @@
 //! ([`registry`]) and the HTTP server ([`server`]).
 
 pub mod auth;
+pub mod client;
+pub mod copy;
 pub mod error;
 pub mod manifest;
 pub mod prune;
+pub mod publish;
 pub mod reference;
 pub mod registry;
 pub mod server;

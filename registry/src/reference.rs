@@ -319,6 +319,70 @@ impl fmt::Display for Reference {
     }
 }
 
+/// Docker Hub's registry name, implied by references without a host.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// An image reference `[host[:port]/]repo[:tag][@digest]`, as docker and skopeo write them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `host[:port]` (IPv6 in brackets), `docker.io` when none was given.
+    pub registry: String,
+    pub repo: RepoName,
+    pub tag: Option<Tag>,
+    pub digest: Option<Digest>,
+}
+
+impl ImageRef {
+    /// Parses a reference. The first path component is a registry when it holds a `.` or
+    /// a `:`, or is `localhost` (docker's rule); otherwise the image is on Docker Hub,
+    /// where a one-component name lives under `library/`.
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError::Name(s.to_owned());
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => (r, Some(Digest::parse(d)?)),
+            None => (s, None),
+        };
+        let (registry, path) = match rest.split_once('/') {
+            Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') => {
+                (first.to_owned(), path)
+            }
+            _ => (DOCKER_HUB.to_owned(), rest),
+        };
+        if registry.is_empty() || registry.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        // A `:` after the last `/` starts the tag.
+        let (name, tag) = match path.rfind(':') {
+            Some(i) if !path[i..].contains('/') => (&path[..i], Some(Tag::parse(&path[i + 1..])?)),
+            _ => (path, None),
+        };
+        let name = if registry == DOCKER_HUB && !name.contains('/') { format!("library/{name}") } else { name.to_owned() };
+        Ok(ImageRef { registry, repo: RepoName::parse(&name)?, tag, digest })
+    }
+
+    /// What to fetch: the digest when there is one, else the tag (`latest` by default).
+    pub fn reference(&self) -> Reference {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => Reference::Digest(d.clone()),
+            (None, Some(t)) => Reference::Tag(t.clone()),
+            (None, None) => Reference::Tag(Tag::parse("latest").expect("latest is a tag")),
+        }
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repo)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,5 +471,25 @@ mod tests {
         let d = Algorithm::Sha256.digest_of(b"x").to_string();
         assert!(matches!(Reference::parse(&d), Ok(Reference::Digest(_))));
         assert!(Reference::parse("sha256:nothex").is_err());
+    }
+    #[test]
+    fn image_references() {
+        let r = ImageRef::parse("127.0.0.1:5000/org/app:v1").unwrap();
+        assert_eq!((r.registry.as_str(), r.repo.as_str(), r.tag.as_ref().map(Tag::as_str)), ("127.0.0.1:5000", "org/app", Some("v1")));
+        let r = ImageRef::parse("alpine").unwrap();
+        assert_eq!((r.registry.as_str(), r.repo.as_str()), ("docker.io", "library/alpine"));
+        assert_eq!(r.reference().to_string(), "latest");
+        let r = ImageRef::parse("org/app:1.0").unwrap();
+        assert_eq!((r.registry.as_str(), r.repo.as_str()), ("docker.io", "org/app"));
+        let d = Algorithm::Sha256.digest_of(b"x");
+        let r = ImageRef::parse(&format!("localhost/a/b:t@{d}")).unwrap();
+        assert_eq!(r.registry, "localhost");
+        assert_eq!(r.reference(), Reference::Digest(d.clone()));
+        assert_eq!(r.to_string(), format!("localhost/a/b:t@{d}"));
+        let r = ImageRef::parse("[::1]:5000/quay.io/org/x").unwrap();
+        assert_eq!((r.registry.as_str(), r.repo.as_str(), r.tag.is_none()), ("[::1]:5000", "quay.io/org/x", true));
+        assert!(ImageRef::parse("host:5000/Bad").is_err());
+        assert!(ImageRef::parse("host:5000/a:b:c").is_err());
+        assert!(ImageRef::parse("a@sha256:zz").is_err());
     }
 }
