@@ -19,7 +19,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::manifest::{self, ManifestInfo};
 use crate::prune::activity::Activity;
 use crate::reference::{Algorithm, Digest, Reference, RepoName, Tag};
-use crate::storage::{ByteRange, ByteStream, Storage, StorageError, UploadId, UploadMeta};
+use crate::storage::{ByteRange, ByteStream, StagedMeta, Storage, StorageError, UploadId, UploadMeta};
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
@@ -551,13 +551,24 @@ impl Registry {
             tags.push(t.as_str());
         }
 
-        // Content first, then the record, then the tags: a reader that finds a tag always
-        // finds its manifest. Content, link and record are idempotent per digest, so they
-        // are written before taking the repository's lock; only the in-memory record and
-        // the tags move under it.
-        self.storage.put_small_blob(&digest, body.clone()).await?;
-        self.cache_manifest(&digest, &body);
-        self.storage.touch_meta(&blob_link_key(repo, &digest)).await?;
+        // Crash safety without a flush per step (the order is what matters, not the count):
+        // 1. Content, blob link and record are written concurrently, each durable on return
+        //    (bytes flushed before the rename that names them, the rename flushed after);
+        //    meanwhile the new tag values are written and flushed under hidden names.
+        // 2. Only then, under the repository's lock, the tags are renamed into place: a tag
+        //    that survives a crash names a manifest whose content, link and record survive
+        //    too, and the lock keeps disk and memory in the same order of tag moves.
+        // 3. Outside the lock, the tags' directory is flushed (one flush shared by all
+        //    concurrent pushes) before the caller answers 201.
+        // A crash before 3 leaves each tag at its old or its new value, never missing.
+        // Content, link and record are idempotent per digest, so they need no lock.
+        let now = SystemTime::now();
+        let tag_value = stored_tag(&digest, now);
+        let recent = |state: &RepoState, tag: &str| {
+            state.tags.read().expect("tags lock").get(tag).is_some_and(|e| {
+                e.digest == digest && now.duration_since(e.written).map_or(true, |age| age < TAG_RENEW_AFTER)
+            })
+        };
         let record_json = serde_json::to_vec(&record).expect("record serialises");
         let known = |state: &RepoState| {
             state
@@ -569,37 +580,62 @@ impl Registry {
         };
         // Re-pushing a known manifest (a new tag on the same image) rewrites nothing.
         let wrote_record = !known(&state);
-        if wrote_record {
-            self.storage.put_meta(&manifest_key(repo, &digest), &record_json).await?;
-        }
-        let _writer = state.write.lock().await;
-        if !known(&state) {
-            // Deleted meanwhile, after we found it known: write the record again.
-            if !wrote_record {
-                self.storage.put_meta(&manifest_key(repo, &digest), &record_json).await?;
+        let link_key = blob_link_key(repo, &digest);
+        let record_key = manifest_key(repo, &digest);
+        let tag_bytes = &tag_value[..];
+        let stage = tags.iter().filter(|t| !recent(&state, t)).map(|t| async move {
+            let staged = self.storage.stage_meta(&tag_key(repo, t), tag_bytes).await?;
+            Ok::<_, StorageError>((*t, staged))
+        });
+        let (_, _, _, staged) = tokio::try_join!(
+            self.storage.put_small_blob(&digest, body.clone()),
+            self.storage.touch_meta(&link_key),
+            async {
+                if wrote_record {
+                    self.storage.put_meta(&record_key, &record_json).await?;
+                }
+                Ok(())
+            },
+            futures_util::future::try_join_all(stage),
+        )?;
+        self.cache_manifest(&digest, &body);
+        let mut staged: HashMap<&str, StagedMeta> = staged.into_iter().collect();
+        {
+            let _writer = state.write.lock().await;
+            if !known(&state) {
+                // Deleted meanwhile, after we found it known: write the record again.
+                if !wrote_record {
+                    self.storage.put_meta(&record_key, &record_json).await?;
+                }
+                state
+                    .manifests
+                    .write()
+                    .expect("manifests lock")
+                    .insert(digest.clone(), record);
             }
-            state
-                .manifests
-                .write()
-                .expect("manifests lock")
-                .insert(digest.clone(), record);
-        }
-        let now = SystemTime::now();
-        for tag in tags {
-            let recent = state.tags.read().expect("tags lock").get(tag).is_some_and(|e| {
-                e.digest == digest && now.duration_since(e.written).map_or(true, |age| age < TAG_RENEW_AFTER)
-            });
-            if recent {
-                continue;
+            for tag in &tags {
+                // Dropping an unused staged value discards it.
+                let staged = staged.remove(tag);
+                if recent(&state, tag) {
+                    continue;
+                }
+                match staged {
+                    Some(s) => self.storage.publish_meta(s).await?,
+                    // Moved elsewhere since the check above: write it here, durably.
+                    None => self.storage.put_meta(&tag_key(repo, tag), &tag_value).await?,
+                }
+                state.tags.write().expect("tags lock").insert(
+                    (*tag).to_owned(),
+                    TagEntry {
+                        digest: digest.clone(),
+                        written: now,
+                    },
+                );
             }
-            self.storage.put_meta(&tag_key(repo, tag), &stored_tag(&digest, now)).await?;
-            state.tags.write().expect("tags lock").insert(
-                tag.to_owned(),
-                TagEntry {
-                    digest: digest.clone(),
-                    written: now,
-                },
-            );
+        }
+        // Also when every tag was recent: a concurrent push may have moved it unflushed.
+        if let Some(tag) = tags.first() {
+            self.storage.sync_meta(&tag_key(repo, tag)).await?;
         }
         self.ensure_in_catalog(repo, &state).await?;
         Ok(PushedManifest {

@@ -9,7 +9,9 @@
 //! ```
 //! Every file becomes visible by rename from a temporary name in the same directory, after
 //! an fsync when durability is on, so a crash never leaves a visible blob whose bytes do not
-//! match its name. Temporary files start with `.` and are never listed.
+//! match its name. Temporary files start with `.` and are never listed. A write returns once
+//! its directory entry is durable too; directory fsyncs are shared between concurrent
+//! writers ([`super::durable`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -23,8 +25,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::task::spawn_blocking;
 
+use super::durable::Durability;
 use super::{
-    algorithm_of, ByteRange, ByteStream, Result, Storage, StorageError, UploadActivity, UploadId,
+    algorithm_of, ByteRange, ByteStream, Result, StagedMeta, Storage, StorageError, UploadActivity, UploadId,
     UploadMeta,
 };
 use crate::reference::{Algorithm, Digest, Hasher};
@@ -46,7 +49,7 @@ struct Session {
 
 pub struct FsStorage {
     root: PathBuf,
-    fsync: bool,
+    disk: Arc<Durability>,
     sessions: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>>,
 }
 
@@ -59,9 +62,14 @@ impl FsStorage {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(|e| StorageError::io(format!("creating {}", p.display()), e))?;
         }
+        if fsync {
+            // Writers skip names that already exist, trusting them durable: make sure of it
+            // for whatever an earlier process left unflushed.
+            sync_filesystem(&root).map_err(|e| StorageError::io(format!("syncing {}", root.display()), e))?;
+        }
         Ok(FsStorage {
             root,
-            fsync,
+            disk: Arc::new(Durability::new(fsync)),
             sessions: Mutex::new(HashMap::new()),
         })
     }
@@ -126,27 +134,24 @@ fn read_upload_meta(dir: &Path) -> Result<UploadMeta> {
     serde_json::from_slice(&raw).map_err(|e| StorageError::Corrupt(format!("upload metadata: {e}")))
 }
 
-/// Writes `data` to `path` by a temporary file in the same directory and a rename.
-fn write_atomic(path: &Path, data: &[u8], fsync: bool) -> io::Result<()> {
-    let dir = path.parent().expect("storage paths have a parent");
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        if fsync {
-            f.sync_data()?;
-        }
-        fs::rename(&tmp, path)?;
-        if fsync {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// Flushes everything pending on the filesystem holding `root`.
+fn sync_filesystem(root: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(root)?;
+    // SAFETY: a plain syscall on a valid descriptor.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
     }
-    result
+    Ok(())
+}
+
+/// Replaces `path` by a temporary file and a rename, without flushing (for state a crash
+/// may lose).
+fn write_replace(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = Durability::new(false).write_temp(path, data)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 /// Writes every buffer of `batch` to `file` with as few syscalls as possible.
@@ -282,14 +287,16 @@ impl Storage for FsStorage {
 
     async fn put_small_blob(&self, digest: &Digest, data: Bytes) -> Result<()> {
         let path = self.blob_path(digest);
-        let fsync = self.fsync;
+        let disk = self.disk.clone();
         blocking(move || {
             if path.exists() {
-                return Ok(());
+                // Maybe renamed by a concurrent writer that has not flushed it yet.
+                return disk.settle(path.parent().expect("blob path has a parent"));
             }
-            write_atomic(&path, &data, fsync).map_err(|e| StorageError::io("writing blob", e))
+            disk.write_atomic(&path, &data)
         })
         .await?
+        .map_err(|e| StorageError::io("writing blob", e))
     }
 
     async fn delete_blob(&self, digest: &Digest) -> Result<bool> {
@@ -309,7 +316,7 @@ impl Storage for FsStorage {
         blocking(move || {
             fs::create_dir_all(&dir)?;
             File::create(dir.join("data"))?;
-            write_atomic(&dir.join("meta.json"), &json, false)
+            write_replace(&dir.join("meta.json"), &json)
         })
         .await?
         .map_err(|e| StorageError::io("creating upload session", e))?;
@@ -409,7 +416,7 @@ impl Storage for FsStorage {
                 continue;
             }
             let (mut f, mut h) = state.take().expect("writer state returned");
-            let fsync = self.fsync;
+            let fsync = self.disk.enabled();
             pending = Some(spawn_blocking(move || {
                 // Hash, then write, on one thread: the batch is still in this core's cache
                 // when it is written (hashing on a second thread measured slower here).
@@ -484,18 +491,14 @@ impl Storage for FsStorage {
             });
         }
         let blob = self.blob_path(expected);
-        let fsync = self.fsync;
+        let disk = self.disk.clone();
         blocking(move || -> io::Result<()> {
-            if fsync {
-                File::open(&data_path)?.sync_data()?;
-            }
+            disk.data(&File::open(&data_path)?)?;
             let parent = blob.parent().expect("blob path has a parent");
-            fs::create_dir_all(parent)?;
+            disk.create_dir(parent)?;
             // Concurrent pushes of one digest all rename identical bytes: last one wins.
             fs::rename(&data_path, &blob)?;
-            if fsync {
-                File::open(parent)?.sync_all()?;
-            }
+            disk.changed(parent)?;
             fs::remove_dir_all(&dir)
         })
         .await?
@@ -518,22 +521,56 @@ impl Storage for FsStorage {
     async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
         let path = self.meta_path(key);
         let value = value.to_vec();
-        let fsync = self.fsync;
-        blocking(move || write_atomic(&path, &value, fsync))
+        let disk = self.disk.clone();
+        blocking(move || disk.write_atomic(&path, &value))
             .await?
             .map_err(|e| StorageError::io("writing metadata", e))
     }
 
+    async fn stage_meta(&self, key: &str, value: &[u8]) -> Result<StagedMeta> {
+        let path = self.meta_path(key);
+        let value = value.to_vec();
+        let disk = self.disk.clone();
+        let temp = blocking(move || disk.write_temp(&path, &value))
+            .await?
+            .map_err(|e| StorageError::io("staging metadata", e))?;
+        Ok(StagedMeta::new(key, Vec::new(), Some(temp)))
+    }
+
+    async fn publish_meta(&self, mut staged: StagedMeta) -> Result<()> {
+        let path = self.meta_path(staged.key());
+        let temp = staged
+            .take_temp()
+            .ok_or_else(|| StorageError::Corrupt(format!("metadata {} was staged elsewhere", staged.key())))?;
+        // One rename within a directory, no flush: done in place, because callers hold a
+        // lock around it and a hop to a blocking thread would be most of their hold time.
+        fs::rename(&temp, &path)
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&temp);
+            })
+            .map_err(|e| StorageError::io("publishing metadata", e))?;
+        self.disk.note(path.parent().expect("meta path has a parent"));
+        Ok(())
+    }
+
+    async fn sync_meta(&self, key: &str) -> Result<()> {
+        let path = self.meta_path(key);
+        let disk = self.disk.clone();
+        blocking(move || disk.settle(path.parent().expect("meta path has a parent")))
+            .await?
+            .map_err(|e| StorageError::io("syncing metadata", e))
+    }
+
     async fn touch_meta(&self, key: &str) -> Result<bool> {
         let path = self.meta_path(key);
-        let fsync = self.fsync;
+        let disk = self.disk.clone();
         blocking(move || -> io::Result<bool> {
             let create = |p: &Path| OpenOptions::new().write(true).create_new(true).open(p);
             let created = match create(&path) {
                 Ok(_) => true,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir_all(path.parent().expect("meta path has a parent"))?;
+                    disk.create_dir(path.parent().expect("meta path has a parent"))?;
                     match create(&path) {
                         Ok(_) => true,
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
@@ -542,9 +579,13 @@ impl Storage for FsStorage {
                 }
                 Err(e) => return Err(e),
             };
-            // An empty file has no data to flush: only its directory entry must last.
-            if created && fsync {
-                File::open(path.parent().expect("meta path has a parent"))?.sync_all()?;
+            // An empty file has no data to flush: only its directory entry must last. One
+            // found existing may be a concurrent writer's, not flushed yet.
+            let dir = path.parent().expect("meta path has a parent");
+            if created {
+                disk.changed(dir)?;
+            } else {
+                disk.settle(dir)?;
             }
             Ok(created)
         })
@@ -565,14 +606,11 @@ impl Storage for FsStorage {
 
     async fn delete_meta(&self, key: &str) -> Result<bool> {
         let path = self.meta_path(key);
-        let fsync = self.fsync;
+        let disk = self.disk.clone();
         blocking(move || match fs::remove_file(&path) {
             Ok(()) => {
-                if fsync {
-                    if let Some(parent) = path.parent() {
-                        File::open(parent).and_then(|d| d.sync_all()).ok();
-                    }
-                }
+                disk.changed(path.parent().expect("meta path has a parent"))
+                    .map_err(|e| StorageError::io("deleting metadata", e))?;
                 Ok(true)
             }
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(false),

@@ -4,10 +4,12 @@
 //! The trait speaks in objects and keys, not in files, so an object-storage backend can
 //! implement it without the handlers changing. The filesystem backend is [`fs::FsStorage`].
 
+mod durable;
 pub mod fs;
 mod mapped;
 
 use std::io;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -132,6 +134,23 @@ pub trait Storage: Send + Sync + 'static {
     /// it already existed, which then costs no write at all.
     async fn touch_meta(&self, key: &str) -> Result<bool>;
 
+    /// Writes a value for `key` ahead of time, durably but invisibly: readers see nothing
+    /// of it until [`Storage::publish_meta`]. Dropping the result discards it.
+    async fn stage_meta(&self, key: &str, value: &[u8]) -> Result<StagedMeta> {
+        Ok(StagedMeta::new(key, value.to_vec(), None))
+    }
+
+    /// Makes a staged value visible under its key, replacing any previous value, at once.
+    /// It is durable only after a later [`Storage::sync_meta`] of a key in the same prefix.
+    async fn publish_meta(&self, staged: StagedMeta) -> Result<()> {
+        self.put_meta(&staged.key, &staged.value).await
+    }
+
+    /// Waits until every object published so far next to `key` (same prefix) is durable.
+    async fn sync_meta(&self, _key: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Reads a metadata object, `None` when absent.
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
@@ -154,6 +173,38 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Every upload session with its size and the time it last received bytes.
     async fn list_uploads(&self) -> Result<Vec<UploadActivity>>;
+}
+
+/// A metadata value written ahead by [`Storage::stage_meta`], not yet visible.
+pub struct StagedMeta {
+    key: String,
+    value: Vec<u8>,
+    /// Where a backend keeps the staged bytes; removed when dropped unpublished.
+    temp: Option<PathBuf>,
+}
+
+impl StagedMeta {
+    pub(crate) fn new(key: &str, value: Vec<u8>, temp: Option<PathBuf>) -> Self {
+        StagedMeta { key: key.to_owned(), value, temp }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Hands the staged file over to the one publishing it.
+    pub(crate) fn take_temp(&mut self) -> Option<PathBuf> {
+        self.temp.take()
+    }
+}
+
+impl Drop for StagedMeta {
+    fn drop(&mut self) {
+        // A small unlink; leaving it would only cost disk space (hidden names are never read).
+        if let Some(t) = self.temp.take() {
+            let _ = std::fs::remove_file(t);
+        }
+    }
 }
 
 /// What the garbage collector needs of an upload session.
