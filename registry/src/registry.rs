@@ -477,6 +477,11 @@ impl Registry {
             .storage
             .read_small_blob(digest, manifest::MAX_MANIFEST_SIZE as u64)
             .await?;
+        // Checked once per cache fill (manifests are small): without fsync, a power loss
+        // can leave a renamed file without its bytes, and that must never be served.
+        if digest.algorithm().digest_of(&body) != *digest {
+            return Err(StorageError::Corrupt(format!("stored manifest {digest} does not match its digest")).into());
+        }
         self.cache_manifest(digest, &body);
         Ok(body)
     }

@@ -283,3 +283,33 @@ async fn digest_mismatch_on_a_chunked_upload_publishes_nothing() {
     assert_error(&r, 400, "DIGEST_INVALID");
     assert_head_error(&reg.head(&format!("/v2/mm/repo/blobs/{}", sha256(&data))).await, 404);
 }
+
+/// A manifest file whose bytes no longer match its digest (a power loss without fsync can
+/// leave a renamed file empty) is never served: 500, not the wrong bytes.
+#[tokio::test]
+async fn a_damaged_manifest_file_is_refused_not_served() {
+    let mut reg = TestRegistry::start().await;
+    let config = image_config();
+    let layer = random_bytes(1000);
+    reg.push_blob("dmg/app", &config).await;
+    reg.push_blob("dmg/app", &layer).await;
+    let manifest = oci_manifest(
+        &descriptor("application/vnd.oci.image.config.v1+json", &config),
+        &[descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
+        json!({}),
+    );
+    let r = reg.put_manifest("dmg/app", "1", OCI_MANIFEST, &manifest).await;
+    assert_status(&r, 201);
+    let digest = sha256(&manifest);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let path = reg.data_dir.join("blobs/sha256").join(&hex[..2]).join(hex);
+    assert!(path.is_file(), "manifest content at {}", path.display());
+    std::fs::write(&path, b"").unwrap();
+    // A restart empties the manifest cache, so the bytes come from disk.
+    reg.restart().await;
+    for reference in ["1", digest.as_str()] {
+        let r = reg.get(&format!("/v2/dmg/app/manifests/{reference}")).await;
+        assert_eq!(r.status, 500, "{}", r.describe());
+        assert!(r.body.is_empty() || !r.text().contains("schemaVersion"), "{}", r.describe());
+    }
+}
