@@ -109,18 +109,14 @@ pub(super) async fn overlay(state: &State, mapped: &Mapped, req: Request<Incomin
 
     // Referrers come from whoever holds the subject manifest.
     if let Some(subject) = &mapped.subject_path {
-        match ask_buildset(state, mapped, &Method::HEAD, subject, &parts.headers).await {
+        match ask_buildset(state, mapped, &Method::HEAD, subject, &parts.headers, false).await {
             Ok(Some(resp)) => drain(resp.into_body()).await,
             Ok(None) => return miss(state, mapped, &parts).await,
             Err(resp) => return (resp, Source::Proxy),
         }
     }
     let redirect = state.blob_redirects && mapped.kind == Kind::Blob && parts.method == Method::GET;
-    let mut headers = parts.headers.clone();
-    if redirect {
-        headers.insert(BLOB_REDIRECT, HeaderValue::from_static("1"));
-    }
-    match ask_buildset(state, mapped, &parts.method, &mapped.buildset_path, &headers).await {
+    match ask_buildset(state, mapped, &parts.method, &mapped.buildset_path, &parts.headers, redirect).await {
         // The signed URL points at the buildset registry itself: hand it on unchanged.
         Ok(Some(resp)) if redirect && resp.status() == StatusCode::TEMPORARY_REDIRECT => {
             (relay(resp, |_| None), Source::Buildset)
@@ -132,20 +128,25 @@ pub(super) async fn overlay(state: &State, mapped: &Mapped, req: Request<Incomin
 }
 
 /// A read from the buildset registry with the proxy's credentials: `Ok(None)` when it
-/// has nothing (404), `Err` with the answer to give when it cannot be asked.
+/// has nothing (404), `Err` with the answer to give when it cannot be asked. With
+/// `ask_redirect`, a blob it holds comes back as its `307` to a signed URL.
 async fn ask_buildset(
     state: &State,
     mapped: &Mapped,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
+    ask_redirect: bool,
 ) -> Result<Option<Response<Incoming>>, Response<Body>> {
     let head = method == Method::HEAD;
     let uri = state
         .buildset
         .uri(path)
         .map_err(|e| bad_gateway(&format!("bad buildset URL: {e}"), head))?;
-    let req = outgoing(method, uri, headers, Some(&state.buildset_auth), empty());
+    let mut req = outgoing(method, uri, headers, Some(&state.buildset_auth), empty());
+    if ask_redirect {
+        req.headers_mut().insert(BLOB_REDIRECT, HeaderValue::from_static("1"));
+    }
     match send(&state.client, req, Some(state.read_timeout)).await {
         Err(e) => {
             tracing::warn!(image = %mapped.image(), buildset = %state.buildset, error = %e, "buildset registry unreachable");
