@@ -208,6 +208,40 @@ pub fn rows(
     rows
 }
 
+/// A plain-text table: the first row is the header, then a separator; the columns in
+/// `left` are left-aligned (text), the others right-aligned (numbers).
+fn render(cells: &[Vec<String>], left: &[usize]) -> String {
+    let columns = cells.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (n, row) in cells.iter().enumerate() {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str(" | ");
+            }
+            let pad = " ".repeat(widths[i] - cell.chars().count());
+            if left.contains(&i) {
+                line.push_str(cell);
+                line.push_str(&pad);
+            } else {
+                line.push_str(&pad);
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if n == 0 {
+            let sep: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            out.push_str(&sep.join("-|-"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
 pub fn table(rows: &[Row]) -> String {
     let header = [
         "measure",
@@ -234,34 +268,7 @@ pub fn table(rows: &[Row]) -> String {
             verdict_text(r.target.verdict(r.values[0], r.values[2])).into(),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for (n, row) in cells.iter().enumerate() {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
-                line.push_str(" | ");
-            }
-            let pad = widths[i] - cell.chars().count();
-            if i == 0 || i == 6 {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad));
-            } else {
-                line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-        if n == 0 {
-            let sep: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            out.push_str(&sep.join("-|-"));
-            out.push('\n');
-        }
-    }
-    out
+    render(&cells, &[0, 6])
 }
 
 pub fn rows_json(rows: &[Row]) -> Value {
@@ -459,34 +466,7 @@ pub fn node_table(rows: &[NodeRow]) -> String {
             verdict_text(r.target.verdict(r.value)).into(),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for (n, row) in cells.iter().enumerate() {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
-                line.push_str(" | ");
-            }
-            let pad = widths[i] - cell.chars().count();
-            if i == 0 || i == 2 {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad));
-            } else {
-                line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-        if n == 0 {
-            let sep: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            out.push_str(&sep.join("-|-"));
-            out.push('\n');
-        }
-    }
-    out
+    render(&cells, &[0, 2])
 }
 
 pub fn node_rows_json(rows: &[NodeRow]) -> Value {
