@@ -56,6 +56,10 @@ pub struct ProxyArgs {
     /// buildset registry (for clients that cannot reach it or do not trust its CA).
     #[arg(long)]
     pub stream_blobs: bool,
+    /// Redirect only blobs of at least this many bytes; smaller ones are relayed on the
+    /// proxy's open connection to the buildset registry, which is faster for them.
+    #[arg(long, value_name = "BYTES", default_value_t = specreg_shim::proxy::DEFAULT_REDIRECT_MIN_SIZE)]
+    pub redirect_min_size: u64,
 }
 
 /// Splits `HOST=IP`.
@@ -143,7 +147,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?;
         config.intercept = Some(InterceptConfig { listen: args.intercept_listen, hosts });
     }
-    config.blob_redirects = !args.stream_blobs;
+    config.blob_redirects = (!args.stream_blobs).then_some(args.redirect_min_size);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -52,6 +52,10 @@ pub struct UseArgs {
     /// buildset registry.
     #[arg(long)]
     stream_blobs: bool,
+    /// Redirect only blobs of at least this many bytes (smaller ones are relayed by the
+    /// proxy on its open connection).
+    #[arg(long, value_name = "BYTES", default_value_t = specreg_shim::proxy::DEFAULT_REDIRECT_MIN_SIZE)]
+    redirect_min_size: u64,
     /// Host name for the buildset registry when it is given as an IP address.
     #[arg(long, default_value = "buildset-registry")]
     alias: String,
@@ -351,6 +355,7 @@ fn start_proxy(
     if args.stream_blobs {
         cmd.arg("--stream-blobs");
     }
+    cmd.arg("--redirect-min-size").arg(args.redirect_min_size.to_string());
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -150,6 +150,10 @@ impl Fixture {
             // With a dockerd, `use` also intercepts the other registries on port 443 of a
             // loopback address; tests run in parallel, so each node gets its own address.
             .args(["--intercept-addr", &format!("127.200.{}.{}", (self.node.pid() >> 8) & 0xff, (self.node.pid() & 0xff).max(1))])
+            // The test images' blobs are tiny: redirect all of them, so docker, podman and
+            // ctr must follow the signed URLs (e2e_intercept keeps the default, where such
+            // blobs are relayed by the proxy).
+            .args(["--redirect-min-size", "1"])
             .arg("--job-user-home")
             .arg(self.home.path())
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")

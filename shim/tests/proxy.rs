@@ -189,13 +189,32 @@ async fn ranges_pass_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buildset_blobs_are_redirected_to_signed_urls_upstream_blobs_are_streamed() {
     let f = Fixture::new(false).await;
-    let proxy = proxy_for(&f).await;
     let c = f.client(&[]);
     let img = &f.bs_library;
-
-    // The buildset registry's blob: a 307 straight to the buildset registry, whose signed
-    // URL needs no credentials and opens that blob only.
     let path = format!("/v2/library/specimen/blobs/{}", img.layer_digest);
+    let size = img.layer.len() as u64;
+
+    // By default only blobs of 1 MiB and more are redirected: this small layer comes
+    // through the proxy itself, byte-exact.
+    let proxy = proxy_for(&f).await;
+    let g = fetch(c.get(proxy.url(&path))).await;
+    assert_eq!(g.status, StatusCode::OK, "{:?}", String::from_utf8_lossy(&g.body));
+    assert_eq!(g.body, img.layer);
+    proxy.stop().await;
+    // One byte over the threshold: still relayed.
+    let mut cfg = proxy_config(&f.buildset, Some(&f.upstream));
+    cfg.blob_redirects = Some(size + 1);
+    let proxy = start_proxy(cfg).await;
+    let g = fetch(c.get(proxy.url(&path))).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(g.body, img.layer);
+    proxy.stop().await;
+
+    // At the threshold: a 307 straight to the buildset registry, whose signed URL needs no
+    // credentials and opens that blob only.
+    let mut cfg = proxy_config(&f.buildset, Some(&f.upstream));
+    cfg.blob_redirects = Some(size);
+    let proxy = start_proxy(cfg).await;
     let g = fetch(c.get(proxy.url(&path))).await;
     assert_eq!(g.status, StatusCode::TEMPORARY_REDIRECT, "{:?}", String::from_utf8_lossy(&g.body));
     let location = g.header("location").unwrap().to_owned();
@@ -221,7 +240,7 @@ async fn buildset_blobs_are_redirected_to_signed_urls_upstream_blobs_are_streame
 
     // With redirects off the proxy streams the buildset registry's blob itself.
     let mut cfg = proxy_config(&f.buildset, Some(&f.upstream));
-    cfg.blob_redirects = false;
+    cfg.blob_redirects = None;
     let proxy = start_proxy(cfg).await;
     let g = fetch(c.get(proxy.url(&path))).await;
     assert_eq!(g.status, StatusCode::OK);

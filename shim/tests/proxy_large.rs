@@ -64,7 +64,7 @@ async fn a_64_mib_blob_streams_with_flat_memory() {
     // The proxy streams the buildset registry's blob itself here (no redirect), so both
     // paths through it are measured.
     let mut cfg = proxy_config(&buildset, Some(&upstream));
-    cfg.blob_redirects = false;
+    cfg.blob_redirects = None;
     let proxy = start_proxy(cfg).await;
 
     for path in [format!("/v2/library/big/blobs/{bs_digest}"), format!("/v2/library/huge/blobs/{up_digest}")] {

@@ -17,7 +17,18 @@ use sha2::Sha256;
 use crate::reference::{Digest, RepoName};
 
 /// Request header by which a client (the mirror proxy) asks for a redirect instead of bytes.
+/// Its value is the smallest blob size, in bytes, worth a redirect: a smaller blob is cheaper
+/// to relay on the proxy's open connection than to fetch over a new one.
 pub const REDIRECT_HEADER: &str = "specreg-blob-redirect";
+
+/// Whether a blob of `size` bytes is answered by redirect, given the request's
+/// [`REDIRECT_HEADER`] value. A value that is not a number asks for every blob.
+pub fn wants_redirect(header: Option<&str>, size: u64) -> bool {
+    match header {
+        None => false,
+        Some(v) => size >= v.trim().parse::<u64>().unwrap_or(0),
+    }
+}
 /// Query parameters of a signed URL.
 pub const EXPIRES_PARAM: &str = "expires";
 pub const SIGNATURE_PARAM: &str = "signature";
@@ -130,5 +141,15 @@ mod tests {
             signer.verify(&repo, &digest, param(&q2, EXPIRES_PARAM), param(&q2, SIGNATURE_PARAM), now),
             Err(BlobUrlError::BadSignature)
         );
+    }
+
+    #[test]
+    fn the_header_value_is_the_smallest_size_redirected() {
+        assert!(!wants_redirect(None, 1 << 30));
+        assert!(wants_redirect(Some("1048576"), 1 << 20));
+        assert!(!wants_redirect(Some("1048576"), (1 << 20) - 1));
+        // Anything else (an older proxy sent "1") asks for every blob.
+        assert!(wants_redirect(Some("yes"), 0));
+        assert!(wants_redirect(Some("1"), 90));
     }
 }

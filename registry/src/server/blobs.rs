@@ -64,7 +64,7 @@ pub async fn get(app: &App, ctx: &Ctx, name: &RepoName, digest: &Digest) -> Resu
         .await?
         .ok_or_else(|| RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown in {name}")))?;
     let head = ctx.method == http::Method::HEAD;
-    if !head && ctx.header(blob_url::REDIRECT_HEADER).is_some() {
+    if !head && blob_url::wants_redirect(ctx.header(blob_url::REDIRECT_HEADER), size) {
         if let Some(resp) = redirect(app, ctx, name, digest) {
             return Ok(resp);
         }

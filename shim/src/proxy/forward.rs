@@ -32,8 +32,9 @@ pub struct State {
     /// Hosts served on the interception listener (lower case, no port).
     pub intercepted: Vec<String>,
     /// Ask the buildset registry to redirect blob GETs to signed URLs of its own, so the
-    /// client fetches the bytes straight from it (see `ProxyConfig::blob_redirects`).
-    pub blob_redirects: bool,
+    /// client fetches the bytes straight from it: the header value to send (the smallest
+    /// blob size redirected), `None` to stream every blob (see `ProxyConfig::blob_redirects`).
+    pub blob_redirects: Option<HeaderValue>,
 }
 
 /// The request header by which the proxy asks a specreg buildset registry for a redirect
@@ -109,16 +110,19 @@ pub(super) async fn overlay(state: &State, mapped: &Mapped, req: Request<Incomin
 
     // Referrers come from whoever holds the subject manifest.
     if let Some(subject) = &mapped.subject_path {
-        match ask_buildset(state, mapped, &Method::HEAD, subject, &parts.headers, false).await {
+        match ask_buildset(state, mapped, &Method::HEAD, subject, &parts.headers, None).await {
             Ok(Some(resp)) => drain(resp.into_body()).await,
             Ok(None) => return miss(state, mapped, &parts).await,
             Err(resp) => return (resp, Source::Proxy),
         }
     }
-    let redirect = state.blob_redirects && mapped.kind == Kind::Blob && parts.method == Method::GET;
+    let redirect = match &state.blob_redirects {
+        Some(min_size) if mapped.kind == Kind::Blob && parts.method == Method::GET => Some(min_size),
+        _ => None,
+    };
     match ask_buildset(state, mapped, &parts.method, &mapped.buildset_path, &parts.headers, redirect).await {
         // The signed URL points at the buildset registry itself: hand it on unchanged.
-        Ok(Some(resp)) if redirect && resp.status() == StatusCode::TEMPORARY_REDIRECT => {
+        Ok(Some(resp)) if redirect.is_some() && resp.status() == StatusCode::TEMPORARY_REDIRECT => {
             (relay(resp, |_| None), Source::Buildset)
         }
         Ok(Some(resp)) => (relay(resp, |t| state.buildset.relativize(t)), Source::Buildset),
@@ -129,14 +133,15 @@ pub(super) async fn overlay(state: &State, mapped: &Mapped, req: Request<Incomin
 
 /// A read from the buildset registry with the proxy's credentials: `Ok(None)` when it
 /// has nothing (404), `Err` with the answer to give when it cannot be asked. With
-/// `ask_redirect`, a blob it holds comes back as its `307` to a signed URL.
+/// `ask_redirect` (the smallest size worth it), a blob it holds of at least that size comes
+/// back as its `307` to a signed URL; smaller ones come as bytes, on this warm connection.
 async fn ask_buildset(
     state: &State,
     mapped: &Mapped,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-    ask_redirect: bool,
+    ask_redirect: Option<&HeaderValue>,
 ) -> Result<Option<Response<Incoming>>, Response<Body>> {
     let head = method == Method::HEAD;
     let uri = state
@@ -144,8 +149,8 @@ async fn ask_buildset(
         .uri(path)
         .map_err(|e| bad_gateway(&format!("bad buildset URL: {e}"), head))?;
     let mut req = outgoing(method, uri, headers, Some(&state.buildset_auth), empty());
-    if ask_redirect {
-        req.headers_mut().insert(BLOB_REDIRECT, HeaderValue::from_static("1"));
+    if let Some(min_size) = ask_redirect {
+        req.headers_mut().insert(BLOB_REDIRECT, min_size.clone());
     }
     match send(&state.client, req, Some(state.read_timeout)).await {
         Err(e) => {
