@@ -243,6 +243,12 @@ impl Registry {
         for tag in self.storage.list_meta(&tags_prefix(name)).await? {
             let key = tag_key(name, &tag);
             if let Some(raw) = self.storage.get_meta(&key).await? {
+                // All a crash can leave of a new tag never acknowledged (its rename lasted,
+                // its unflushed bytes did not; the journal rewrites any acknowledged one).
+                if raw.is_empty() {
+                    tracing::warn!(repo = %name, tag, "ignoring an empty tag file");
+                    continue;
+                }
                 let (digest, written) =
                     parse_stored_tag(&raw).ok_or_else(|| StorageError::Corrupt(format!("tag {name}:{tag}")))?;
                 let written = match written {

@@ -184,12 +184,33 @@ impl Durability {
 
     /// Writes `data` to a new hidden file next to `path`, flushed; the caller renames it.
     pub(crate) fn write_temp(&self, path: &Path, data: &[u8]) -> io::Result<PathBuf> {
+        self.temp_file(path, data, self.fsync)
+    }
+
+    /// [`Durability::write_temp`] without flushing the bytes (a journal record holds them);
+    /// a new directory is still made durable, since uploads rename into existing ones.
+    pub(crate) fn write_temp_unflushed(&self, path: &Path, data: &[u8]) -> io::Result<PathBuf> {
+        self.temp_file(path, data, false)
+    }
+
+    /// Replaces `path` with `data` by temp + rename, flushing nothing but new directories.
+    pub(crate) fn write_unflushed(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let tmp = self.write_temp_unflushed(path, data)?;
+        fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+
+    fn temp_file(&self, path: &Path, data: &[u8], flush: bool) -> io::Result<PathBuf> {
         let dir = path.parent().expect("storage paths have a parent");
         self.create_dir(dir)?;
         let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
         let written = File::create(&tmp).and_then(|mut f| {
             f.write_all(data)?;
-            self.data(&f)
+            if flush {
+                f.sync_data()?;
+            }
+            Ok(())
         });
         match written {
             Ok(()) => Ok(tmp),

@@ -7,11 +7,15 @@
 //! uploads/<id>/meta.json           the session's repository and digest algorithm
 //! meta/<key>                       small metadata objects (tags, manifest records, links)
 //! ```
-//! Every file becomes visible by rename from a temporary name in the same directory, after
-//! an fsync when durability is on, so a crash never leaves a visible blob whose bytes do not
-//! match its name. Temporary files start with `.` and are never listed. A write returns once
-//! its directory entry is durable too; directory fsyncs are shared between concurrent
-//! writers ([`super::durable`]).
+//! Every file becomes visible by rename from a temporary name in the same directory, so no
+//! name shows partial bytes. Temporary files start with `.` and are never listed.
+//!
+//! With durability on, uploaded blobs are flushed (data, then their directory; directory
+//! fsyncs are shared between concurrent writers, [`super::durable`]). Small metadata
+//! writes (a manifest's content, records, links, tags, deletes) are records of a write-ahead
+//! journal instead (`<root>/journal`, [`super::journal`]): a write returns once its record
+//! is flushed, one flush shared by all concurrent writers, and its file is then written
+//! without a flush of its own. Opening a store replays the journal ([`super::replay`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -26,6 +30,8 @@ use futures_util::StreamExt;
 use tokio::task::spawn_blocking;
 
 use super::durable::Durability;
+use super::journal::{self, sync_filesystem, Journal, Op};
+use super::replay;
 use super::{
     algorithm_of, ByteRange, ByteStream, Result, StagedMeta, Storage, StorageError, UploadActivity, UploadId,
     UploadMeta,
@@ -50,6 +56,8 @@ struct Session {
 pub struct FsStorage {
     root: PathBuf,
     disk: Arc<Durability>,
+    /// With durability on: where metadata writes are recorded before their files.
+    journal: Option<Arc<Journal>>,
     sessions: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>>,
 }
 
@@ -57,21 +65,45 @@ impl FsStorage {
     /// Opens (creating when needed) a store under `root`. With `fsync` false, data is
     /// still published by rename only after it was verified, but not forced to disk.
     pub fn open(root: impl Into<PathBuf>, fsync: bool) -> Result<Self> {
-        let root = root.into();
+        Self::open_with(root.into(), fsync, journal::CHECKPOINT_BYTES)
+    }
+
+    fn open_with(root: PathBuf, fsync: bool, checkpoint_bytes: u64) -> Result<Self> {
         for dir in ["blobs", "uploads", "meta"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(|e| StorageError::io(format!("creating {}", p.display()), e))?;
         }
-        if fsync {
+        // Also without fsync: a journal left by a crashed fsync-mode process holds writes
+        // that were acknowledged.
+        replay::recover(&root, fsync)
+            .map_err(|e| StorageError::io(format!("replaying the journal in {}", root.display()), e))?;
+        let journal = if fsync {
+            let j = Journal::open(&root, checkpoint_bytes)
+                .map_err(|e| StorageError::io(format!("opening the journal in {}", root.display()), e))?;
             // Writers skip names that already exist, trusting them durable: make sure of it
-            // for whatever an earlier process left unflushed.
+            // for whatever an earlier process left unflushed (and for the journal's name).
             sync_filesystem(&root).map_err(|e| StorageError::io(format!("syncing {}", root.display()), e))?;
-        }
+            Some(Arc::new(j))
+        } else {
+            None
+        };
         Ok(FsStorage {
             root,
             disk: Arc::new(Durability::new(fsync)),
+            journal,
             sessions: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Tests: a store that checkpoints its journal past `bytes`.
+    #[cfg(test)]
+    pub(crate) fn open_checkpointing_at(root: impl Into<PathBuf>, bytes: u64) -> Result<Self> {
+        Self::open_with(root.into(), true, bytes)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn journal(&self) -> &Journal {
+        self.journal.as_deref().expect("fsync mode")
     }
 
     pub fn root(&self) -> &Path {
@@ -79,12 +111,7 @@ impl FsStorage {
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
-        let hex = d.hex();
-        self.root
-            .join("blobs")
-            .join(d.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        self.root.join(blob_rel(d))
     }
 
     fn upload_dir(&self, id: &UploadId) -> PathBuf {
@@ -92,8 +119,7 @@ impl FsStorage {
     }
 
     fn meta_path(&self, key: &str) -> PathBuf {
-        debug_assert!(key.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
-        self.root.join("meta").join(key)
+        self.root.join(meta_rel(key))
     }
 
     /// The in-memory state of a session, loaded from disk when the server restarted.
@@ -118,6 +144,71 @@ impl FsStorage {
     }
 }
 
+/// A blob's path relative to the data directory (as the journal names it).
+fn blob_rel(d: &Digest) -> String {
+    let hex = d.hex();
+    format!("blobs/{}/{}/{hex}", d.algorithm().as_str(), &hex[..2])
+}
+
+/// A metadata object's path relative to the data directory.
+fn meta_rel(key: &str) -> String {
+    debug_assert!(key.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+    format!("meta/{key}")
+}
+
+/// Journal mode: appends `op` for `rel`, waits until the record is durable, then writes
+/// the file with `apply` (unflushed: a crash before the next checkpoint replays it). Writing
+/// only after the flush means every visible file is covered by a durable record, so a name
+/// found existing can be trusted durable. A checkpoint waits while this is in flight.
+fn journaled<T: Default>(j: &Journal, rel: &str, op: Op<'_>, apply: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let active = j.enter();
+    let seq = j.append(&active, rel, op)?;
+    j.commit(seq)?;
+    let out = if j.applies() { apply() } else { Ok(T::default()) };
+    drop(active);
+    j.maybe_checkpoint();
+    out
+}
+
+/// Creates an empty file; false when it existed.
+fn create_empty(disk: &Durability, path: &Path) -> io::Result<bool> {
+    let create = |p: &Path| OpenOptions::new().write(true).create_new(true).open(p);
+    match create(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            disk.create_dir(path.parent().expect("meta path has a parent"))?;
+            match create(path) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a file; false when it was not there.
+fn remove_if_present(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Journal mode: deletes `path` (`rel` in the journal). The record is flushed *before* the
+/// unlink, like every other change: a delete reported done never comes back in a replay,
+/// and a blob published again later (by an upload, outside the journal) sees the delete in
+/// the journal already and cancels it ([`Journal::keep_blob`]).
+fn journaled_delete(j: &Journal, rel: &str, path: &Path) -> io::Result<bool> {
+    // Absent: nothing to record (a put racing with this one simply comes after it).
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(false);
+    }
+    journaled(j, rel, Op::Delete, || remove_if_present(path))
+}
+
 /// Runs blocking filesystem work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     spawn_blocking(f)
@@ -134,15 +225,22 @@ fn read_upload_meta(dir: &Path) -> Result<UploadMeta> {
     serde_json::from_slice(&raw).map_err(|e| StorageError::Corrupt(format!("upload metadata: {e}")))
 }
 
-/// Flushes everything pending on the filesystem holding `root`.
-fn sync_filesystem(root: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let dir = File::open(root)?;
-    // SAFETY: a plain syscall on a valid descriptor.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error());
+/// Journal mode: makes a staged tag visible, then appends its record without waiting (the
+/// caller holds a lock; [`Storage::sync_meta`] waits later). A crash before that flush
+/// leaves the old or the new value: the new one's record, if it lasted, rewrites it.
+fn publish_journaled(j: &Journal, active: &journal::Active<'_>, rel: &str, temp: &Path, path: &Path, value: &[u8]) -> Result<()> {
+    if j.applies() {
+        fs::rename(temp, path)
+            .inspect_err(|_| {
+                let _ = fs::remove_file(temp);
+            })
+            .map_err(|e| StorageError::io("publishing metadata", e))?;
+    } else {
+        let _ = fs::remove_file(temp);
     }
-    Ok(())
+    j.append(active, rel, Op::Put(value))
+        .map(drop)
+        .map_err(|e| StorageError::io("journaling metadata", e))
 }
 
 /// Replaces `path` by a temporary file and a rename, without flushing (for state a crash
@@ -288,6 +386,18 @@ impl Storage for FsStorage {
     async fn put_small_blob(&self, digest: &Digest, data: Bytes) -> Result<()> {
         let path = self.blob_path(digest);
         let disk = self.disk.clone();
+        if let Some(j) = self.journal.clone() {
+            let rel = blob_rel(digest);
+            return blocking(move || {
+                // Existing: written after its record was flushed, or flushed by an upload.
+                if path.exists() {
+                    return Ok(());
+                }
+                journaled(&j, &rel, Op::Put(&data), || disk.write_unflushed(&path, &data))
+            })
+            .await?
+            .map_err(|e| StorageError::io("writing blob", e));
+        }
         blocking(move || {
             if path.exists() {
                 // Maybe renamed by a concurrent writer that has not flushed it yet.
@@ -301,6 +411,12 @@ impl Storage for FsStorage {
 
     async fn delete_blob(&self, digest: &Digest) -> Result<bool> {
         let path = self.blob_path(digest);
+        if let Some(j) = self.journal.clone() {
+            let rel = blob_rel(digest);
+            return blocking(move || journaled_delete(&j, &rel, &path))
+                .await?
+                .map_err(|e| StorageError::io("deleting blob", e));
+        }
         blocking(move || match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -491,7 +607,9 @@ impl Storage for FsStorage {
             });
         }
         let blob = self.blob_path(expected);
+        let rel = blob_rel(expected);
         let disk = self.disk.clone();
+        let journal = self.journal.clone();
         blocking(move || -> io::Result<()> {
             disk.data(&File::open(&data_path)?)?;
             let parent = blob.parent().expect("blob path has a parent");
@@ -499,6 +617,11 @@ impl Storage for FsStorage {
             // Concurrent pushes of one digest all rename identical bytes: last one wins.
             fs::rename(&data_path, &blob)?;
             disk.changed(parent)?;
+            // Flushed on its own, but a delete of this digest still in the journal must
+            // not be replayed over it.
+            if let Some(j) = &journal {
+                j.keep_blob(&rel)?;
+            }
             fs::remove_dir_all(&dir)
         })
         .await?
@@ -522,6 +645,12 @@ impl Storage for FsStorage {
         let path = self.meta_path(key);
         let value = value.to_vec();
         let disk = self.disk.clone();
+        if let Some(j) = self.journal.clone() {
+            let rel = meta_rel(key);
+            return blocking(move || journaled(&j, &rel, Op::Put(&value), || disk.write_unflushed(&path, &value)))
+                .await?
+                .map_err(|e| StorageError::io("writing metadata", e));
+        }
         blocking(move || disk.write_atomic(&path, &value))
             .await?
             .map_err(|e| StorageError::io("writing metadata", e))
@@ -529,8 +658,16 @@ impl Storage for FsStorage {
 
     async fn stage_meta(&self, key: &str, value: &[u8]) -> Result<StagedMeta> {
         let path = self.meta_path(key);
-        let value = value.to_vec();
         let disk = self.disk.clone();
+        if self.journal.is_some() {
+            // Unflushed: the journal records the value when it is published.
+            let bytes = value.to_vec();
+            let temp = blocking(move || disk.write_temp_unflushed(&path, &bytes))
+                .await?
+                .map_err(|e| StorageError::io("staging metadata", e))?;
+            return Ok(StagedMeta::new(key, value.to_vec(), Some(temp)));
+        }
+        let value = value.to_vec();
         let temp = blocking(move || disk.write_temp(&path, &value))
             .await?
             .map_err(|e| StorageError::io("staging metadata", e))?;
@@ -542,6 +679,20 @@ impl Storage for FsStorage {
         let temp = staged
             .take_temp()
             .ok_or_else(|| StorageError::Corrupt(format!("metadata {} was staged elsewhere", staged.key())))?;
+        if let Some(j) = &self.journal {
+            let rel = meta_rel(staged.key());
+            // Done in place like the rename below; only while a checkpoint holds the
+            // journal, on a blocking thread instead.
+            if let Some(active) = j.try_enter() {
+                return publish_journaled(j, &active, &rel, &temp, &path, staged.value());
+            }
+            let j = j.clone();
+            return blocking(move || {
+                let active = j.enter();
+                publish_journaled(&j, &active, &rel, &temp, &path, staged.value())
+            })
+            .await?;
+        }
         // One rename within a directory, no flush: done in place, because callers hold a
         // lock around it and a hop to a blocking thread would be most of their hold time.
         fs::rename(&temp, &path)
@@ -554,6 +705,18 @@ impl Storage for FsStorage {
     }
 
     async fn sync_meta(&self, key: &str) -> Result<()> {
+        if let Some(j) = self.journal.clone() {
+            // The journal is one ordered log: waiting for all of it is as cheap as for a key.
+            return blocking(move || {
+                let active = j.enter();
+                let res = j.commit_all();
+                drop(active);
+                j.maybe_checkpoint();
+                res
+            })
+            .await?
+            .map_err(|e| StorageError::io("syncing metadata", e));
+        }
         let path = self.meta_path(key);
         let disk = self.disk.clone();
         blocking(move || disk.settle(path.parent().expect("meta path has a parent")))
@@ -564,21 +727,20 @@ impl Storage for FsStorage {
     async fn touch_meta(&self, key: &str) -> Result<bool> {
         let path = self.meta_path(key);
         let disk = self.disk.clone();
-        blocking(move || -> io::Result<bool> {
-            let create = |p: &Path| OpenOptions::new().write(true).create_new(true).open(p);
-            let created = match create(&path) {
-                Ok(_) => true,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    disk.create_dir(path.parent().expect("meta path has a parent"))?;
-                    match create(&path) {
-                        Ok(_) => true,
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-                        Err(e) => return Err(e),
-                    }
+        if let Some(j) = self.journal.clone() {
+            let rel = meta_rel(key);
+            return blocking(move || {
+                // Existing: created after its record was flushed, so durable already.
+                if path.exists() {
+                    return Ok(false);
                 }
-                Err(e) => return Err(e),
-            };
+                journaled(&j, &rel, Op::Touch, || create_empty(&disk, &path))
+            })
+            .await?
+            .map_err(|e| StorageError::io("writing metadata", e));
+        }
+        blocking(move || -> io::Result<bool> {
+            let created = create_empty(&disk, &path)?;
             // An empty file has no data to flush: only its directory entry must last. One
             // found existing may be a concurrent writer's, not flushed yet.
             let dir = path.parent().expect("meta path has a parent");
@@ -606,6 +768,12 @@ impl Storage for FsStorage {
 
     async fn delete_meta(&self, key: &str) -> Result<bool> {
         let path = self.meta_path(key);
+        if let Some(j) = self.journal.clone() {
+            let rel = meta_rel(key);
+            return blocking(move || journaled_delete(&j, &rel, &path))
+                .await?
+                .map_err(|e| StorageError::io("deleting metadata", e));
+        }
         let disk = self.disk.clone();
         blocking(move || match fs::remove_file(&path) {
             Ok(()) => {

@@ -4,9 +4,13 @@
 //! The trait speaks in objects and keys, not in files, so an object-storage backend can
 //! implement it without the handlers changing. The filesystem backend is [`fs::FsStorage`].
 
+#[cfg(test)]
+mod crash_tests;
 mod durable;
 pub mod fs;
+mod journal;
 mod mapped;
+mod replay;
 
 use std::io;
 use std::path::PathBuf;
@@ -190,6 +194,11 @@ impl StagedMeta {
 
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The staged bytes, when the backend kept them (a journal records them on publish).
+    pub(crate) fn value(&self) -> &[u8] {
+        &self.value
     }
 
     /// Hands the staged file over to the one publishing it.

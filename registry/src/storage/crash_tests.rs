@@ -1,0 +1,184 @@
+//! Crashes of the journaled filesystem backend, simulated: records are flushed but their
+//! files never written (the journal's test switch), or the journal is cut or damaged, then
+//! the store is opened again as after a restart. Every result is checked by its bytes.
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::fs::FsStorage;
+use super::journal::FILE_NAME;
+use super::{Storage, StorageError, UploadId, UploadMeta};
+use crate::reference::{Algorithm, Digest, Reference, RepoName, Tag};
+use crate::registry::{Policy, Registry};
+
+fn crash_after_flush(s: &FsStorage, on: bool) {
+    s.journal().crash_before_apply.store(on, Ordering::Relaxed);
+}
+
+fn journal_len(root: &Path) -> u64 {
+    fs::metadata(root.join(FILE_NAME)).unwrap().len()
+}
+
+async fn upload(s: &FsStorage, data: &'static [u8]) -> Digest {
+    let digest = Algorithm::Sha256.digest_of(data);
+    let id = UploadId::random();
+    let meta = UploadMeta { repo: "app".into(), algorithm: "sha256".into() };
+    s.create_upload(&id, &meta).await.unwrap();
+    let body = futures_util::stream::iter([Ok(Bytes::from_static(data))]).boxed();
+    s.append_upload(&id, None, body).await.unwrap().unwrap();
+    s.finish_upload(&id, &digest).await.unwrap();
+    digest
+}
+
+#[tokio::test]
+async fn records_flushed_but_never_applied_are_written_when_the_store_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = Bytes::from_static(b"{\"manifest\":1}");
+    let digest = Algorithm::Sha256.digest_of(&blob);
+    {
+        let s = FsStorage::open(dir.path(), true).unwrap();
+        crash_after_flush(&s, true);
+        s.put_small_blob(&digest, blob.clone()).await.unwrap();
+        s.put_meta("repos/app/_manifests/sha256/x", b"record").await.unwrap();
+        s.touch_meta("repos/app/_blobs/sha256/x").await.unwrap();
+        let staged = s.stage_meta("repos/app/_tags/v1", b"tag").await.unwrap();
+        s.publish_meta(staged).await.unwrap();
+        s.sync_meta("repos/app/_tags/v1").await.unwrap();
+        // Nothing reached the files: only the journal holds the writes.
+        assert!(s.get_meta("repos/app/_manifests/sha256/x").await.unwrap().is_none());
+        assert!(s.get_meta("repos/app/_tags/v1").await.unwrap().is_none());
+        assert!(matches!(s.read_small_blob(&digest, 1024).await, Err(StorageError::BlobNotFound(_))));
+        assert!(journal_len(dir.path()) > 0);
+    }
+    let s = FsStorage::open(dir.path(), true).unwrap();
+    assert_eq!(s.read_small_blob(&digest, 1024).await.unwrap(), blob);
+    assert_eq!(s.get_meta("repos/app/_manifests/sha256/x").await.unwrap().as_deref(), Some(&b"record"[..]));
+    assert_eq!(s.get_meta("repos/app/_blobs/sha256/x").await.unwrap().as_deref(), Some(&b""[..]));
+    assert_eq!(s.get_meta("repos/app/_tags/v1").await.unwrap().as_deref(), Some(&b"tag"[..]));
+    // Replayed, made durable, and the journal emptied.
+    assert_eq!(journal_len(dir.path()), 0);
+    let mut tags = s.list_meta("repos/app/_tags").await.unwrap();
+    tags.sort();
+    assert_eq!(tags, ["v1"]);
+}
+
+#[tokio::test]
+async fn a_torn_or_damaged_tail_is_ignored_and_the_prefix_applied() {
+    for damage in ["cut", "flip"] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = FsStorage::open(dir.path(), true).unwrap();
+            crash_after_flush(&s, true);
+            for i in 0..3 {
+                s.put_meta(&format!("k{i}"), format!("value {i}").as_bytes()).await.unwrap();
+            }
+        }
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = fs::read(&path).unwrap();
+        match damage {
+            "cut" => bytes.truncate(bytes.len() - 4),
+            _ => *bytes.last_mut().unwrap() ^= 1,
+        }
+        fs::write(&path, &bytes).unwrap();
+
+        let s = FsStorage::open(dir.path(), true).unwrap();
+        assert_eq!(s.get_meta("k0").await.unwrap().as_deref(), Some(&b"value 0"[..]), "{damage}");
+        assert_eq!(s.get_meta("k1").await.unwrap().as_deref(), Some(&b"value 1"[..]), "{damage}");
+        assert_eq!(s.get_meta("k2").await.unwrap(), None, "{damage}");
+        assert_eq!(journal_len(dir.path()), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_delete_is_never_undone_by_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = FsStorage::open(dir.path(), true).unwrap();
+        // Put and delete, both applied: the journal holds both, in order.
+        s.put_meta("gone", b"v").await.unwrap();
+        assert!(s.delete_meta("gone").await.unwrap());
+        // Put applied, the delete only journaled (crash before the unlink).
+        s.put_meta("half", b"v").await.unwrap();
+        crash_after_flush(&s, true);
+        s.delete_meta("half").await.unwrap();
+        assert!(dir.path().join("meta/half").exists());
+    }
+    let s = FsStorage::open(dir.path(), true).unwrap();
+    assert_eq!(s.get_meta("gone").await.unwrap(), None);
+    assert_eq!(s.get_meta("half").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_blob_uploaded_again_after_a_journaled_delete_survives_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: &'static [u8] = b"layer bytes";
+    let digest;
+    {
+        let s = FsStorage::open(dir.path(), true).unwrap();
+        digest = upload(&s, data).await;
+        assert!(s.delete_blob(&digest).await.unwrap());
+        // The same content comes back through an upload, flushed outside the journal.
+        assert_eq!(upload(&s, data).await, digest);
+        // A second digest deleted and not uploaded again stays deleted.
+        let other = upload(&s, b"other layer").await;
+        assert!(s.delete_blob(&other).await.unwrap());
+    }
+    let s = FsStorage::open(dir.path(), true).unwrap();
+    assert_eq!(s.read_small_blob(&digest, 1024).await.unwrap(), data);
+    assert_eq!(s.list_blobs().await.unwrap(), [digest]);
+}
+
+fn index(n: usize) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{{"n":"{n}"}}}}"#
+    ))
+}
+
+#[tokio::test]
+async fn a_tag_pushed_twice_keeps_the_last_value_after_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = RepoName::parse("app").unwrap();
+    let tag = Reference::Tag(Tag::parse("v1").unwrap());
+    let ct = Some("application/vnd.oci.image.index.v1+json");
+    let second;
+    {
+        let s = Arc::new(FsStorage::open(dir.path(), true).unwrap());
+        let reg = Registry::new(s.clone(), Policy::default());
+        reg.put_manifest(&repo, &tag, ct, index(1), &[]).await.unwrap();
+        // The second push reaches the journal only.
+        crash_after_flush(&s, true);
+        second = reg.put_manifest(&repo, &tag, ct, index(2), &[]).await.unwrap().digest;
+    }
+    assert_eq!(second, Algorithm::Sha256.digest_of(&index(2)));
+    let reg = Registry::new(Arc::new(FsStorage::open(dir.path(), true).unwrap()), Policy::default());
+    let served = reg.get_manifest(&repo, &tag).await.unwrap();
+    assert_eq!(served.digest, second);
+    assert_eq!(Algorithm::Sha256.digest_of(&served.body), second);
+}
+
+#[tokio::test]
+async fn a_checkpoint_empties_the_journal_and_the_data_reloads_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Arc::new(FsStorage::open_checkpointing_at(dir.path(), 4096).unwrap());
+        let writes = (0..64).map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.put_meta(&format!("repos/app/_tags/t{i}"), &[i as u8; 200]).await })
+        });
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        // 64 records of over 200 bytes: checkpointed on the way, never far past the limit.
+        assert!(s.journal().len() < 4096 + 512, "{}", s.journal().len());
+        assert_eq!(journal_len(dir.path()), s.journal().len());
+    }
+    let s = FsStorage::open(dir.path(), true).unwrap();
+    for i in 0..64u8 {
+        assert_eq!(s.get_meta(&format!("repos/app/_tags/t{i}")).await.unwrap(), Some(vec![i; 200]));
+    }
+}
