@@ -29,6 +29,11 @@ pub(crate) const FILE_NAME: &str = "journal";
 /// second, large enough that the `syncfs` it costs is rare (thousands of pushes apart).
 pub(crate) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
+/// The file grows in zero-filled steps of this size. A record then overwrites bytes the
+/// file already holds, so flushing it writes the data only: no filesystem journal commit
+/// for a new file size, which would cost several more device writes per flush.
+const GROW: u64 = 1 << 20;
+
 /// Bytes before a record's body: its length and checksum.
 pub(crate) const HEADER: usize = 8;
 /// Bytes of a body before its path: sequence number, kind, path length.
@@ -165,6 +170,8 @@ struct LogState {
     synced: u64,
     /// Bytes of the file in use; the next record goes here.
     len: u64,
+    /// Bytes of the file written (records, then zeros).
+    allocated: u64,
     /// Bytes a successful flush covered.
     durable_len: u64,
     /// A copy of the bytes `durable_len..len`: after a failed flush the kernel may have
@@ -196,15 +203,17 @@ impl Journal {
     /// Opens the (empty, already replayed) journal of `root` for appending.
     pub(crate) fn open(root: &Path, checkpoint_bytes: u64) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(root.join(FILE_NAME))?;
-        let len = file.metadata()?.len();
+        // The replay left it empty; whatever it holds is overwritten from the start.
+        let allocated = file.metadata()?.len();
         Ok(Journal {
             root: root.to_path_buf(),
             file,
             state: Mutex::new(LogState {
                 appended: 0,
                 synced: 0,
-                len,
-                durable_len: len,
+                len: 0,
+                allocated,
+                durable_len: 0,
                 unsynced: Vec::new(),
                 rewrite: false,
                 running: false,
@@ -244,6 +253,13 @@ impl Journal {
     fn append_locked(&self, s: &mut LogState, path: &str, op: Op<'_>) -> io::Result<u64> {
         let seq = s.appended + 1;
         let rec = encode(seq, path, op);
+        let end = s.len + rec.len() as u64;
+        if end > s.allocated {
+            let grown = end.div_ceil(GROW) * GROW;
+            let zeros = vec![0u8; (grown - s.allocated) as usize];
+            self.file.write_all_at(&zeros, s.allocated)?;
+            s.allocated = grown;
+        }
         // Written under the lock, so the file holds records in sequence order. A failed
         // write consumes nothing: the next record overwrites whatever part of it landed.
         self.file.write_all_at(&rec, s.len)?;
@@ -362,6 +378,7 @@ impl Journal {
         }
         self.file.set_len(0)?;
         s.len = 0;
+        s.allocated = 0;
         s.durable_len = 0;
         s.unsynced.clear();
         s.rewrite = false;

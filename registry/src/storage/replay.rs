@@ -34,7 +34,10 @@ pub(crate) enum Kind {
 #[derive(Debug)]
 pub(crate) struct Parsed {
     pub(crate) records: Vec<Record>,
-    /// Bytes after the valid prefix (a torn or corrupt tail), ignored.
+    /// Bytes of the valid prefix.
+    pub(crate) valid: usize,
+    /// Bytes after the valid prefix that are not the journal's zero padding (a torn or
+    /// corrupt tail), ignored.
     pub(crate) ignored: usize,
 }
 
@@ -80,7 +83,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         prev = Some(seq);
         at = start + len;
     }
-    Ok(Parsed { records, ignored: bytes.len() - at })
+    let ignored = if bytes[at..].iter().all(|b| *b == 0) { 0 } else { bytes.len() - at };
+    Ok(Parsed { records, valid: at, ignored })
 }
 
 /// A relative path below `blobs/` or `meta/` without empty, `.` or `..` components.
@@ -187,10 +191,16 @@ mod tests {
         let full = log(&[(1, "meta/a", Op::Put(b"one")), (2, "meta/b", Op::Touch), (3, "meta/a", Op::Delete)]);
         let all = parse(&full).unwrap();
         assert_eq!(all.records.len(), 3);
-        assert_eq!(all.ignored, 0);
+        assert_eq!((all.valid, all.ignored), (full.len(), 0));
+        // Zero padding after the records is no torn tail.
+        let mut padded = full.clone();
+        padded.extend_from_slice(&[0; 100]);
+        let p = parse(&padded).unwrap();
+        assert_eq!((p.records.len(), p.valid, p.ignored), (3, full.len(), 0));
         assert_eq!(all.records[0].kind, Kind::Put(b"one".to_vec()));
         // Cut inside the last record: two remain.
         let cut = parse(&full[..full.len() - 3]).unwrap();
+        assert_eq!(cut.valid, full.len() - encode(3, "meta/a", Op::Delete).len());
         assert_eq!(cut.records.len(), 2);
         assert!(cut.ignored > 0);
         // A flipped byte in the second record ends the log before it.
