@@ -278,3 +278,40 @@ fn skopeo_list_tags_catalog_and_delete() {
     let o = run(sk.cmd().args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{}", reg.image("e2e/tags", "one"))));
     assert!(!o.success(), "skopeo still finds the deleted image:\n{}", o.stdout);
 }
+
+/// With fsync (the default), a push's metadata lasts through the write-ahead journal
+/// (`<data>/journal`): skopeo pushes, the server stops without emptying the journal, and
+/// the restart replays it; the image then comes back whole by tag and by digest.
+#[test]
+fn skopeo_push_to_an_fsync_registry_is_replayed_after_a_restart() {
+    let reg = Registry::start_specreg_with(&["--insecure-http"]);
+    let sk = Skopeo::new();
+    let work = TempTree::new("skopeo-journal");
+    let src = work.join("src");
+    let img = single_arch_layout(&src, "v1", 1 << 20);
+    let dst_ref = format!("docker://{}", reg.image("e2e/journal", "v1"));
+    let pushed = sk.copy_digest(&[], &format!("oci:{}:v1", src.display()), &dst_ref);
+    assert_eq!(pushed, img.manifest.digest);
+    // The push went through the journal: it holds records (zero padding follows them).
+    let journal = reg.data.join("journal");
+    let before = std::fs::read(&journal).expect("the fsync mode keeps a journal");
+    assert!(before.iter().any(|b| *b != 0), "no journal record after a push");
+
+    let (status, reg) = reg.restart();
+    assert!(status.success(), "{status:?}");
+    // Replayed and emptied on open.
+    assert!(std::fs::read(&journal).unwrap().iter().all(|b| *b == 0));
+    let by_tag = reg.manifest("e2e/journal", "v1");
+    assert_eq!(by_tag.digest, img.manifest.digest);
+    assert_eq!(by_tag.bytes, img.manifest_bytes);
+    reg.assert_complete("e2e/journal", &by_tag);
+    assert_eq!(reg.blob("e2e/journal", &img.config.digest), img.config_bytes);
+    let dst = work.join("dst");
+    let back = format!("docker://{}", reg.image("e2e/journal", "v1"));
+    sk.copy(&[], &back, &format!("oci:{}:copy", dst.display()));
+    let out = OciLayout::open(&dst);
+    let src_layout = OciLayout::open(&src);
+    for d in img.blob_digests() {
+        assert_eq!(out.blob(&d), src_layout.blob(&d), "blob {d} differs after the restart");
+    }
+}
