@@ -325,10 +325,7 @@ impl Registry {
 
     /// [`Self::blob_size`] for callers already holding the activity lock.
     async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        if self.storage.get_meta(&blob_link_key(repo, digest)).await?.is_none() {
-            return Ok(None);
-        }
-        Ok(self.storage.blob_size(digest).await?)
+        Ok(self.storage.linked_blob_size(&blob_link_key(repo, digest), digest).await?)
     }
 
     pub async fn read_blob(&self, digest: &Digest, range: ByteRange) -> Result<ByteStream> {

@@ -321,6 +321,24 @@ impl Storage for FsStorage {
         .await?
     }
 
+    async fn linked_blob_size(&self, link_key: &str, digest: &Digest) -> Result<Option<u64>> {
+        let (link, blob) = (self.meta_path(link_key), self.blob_path(digest));
+        // Two stats on one blocking thread instead of a read and a stat on two.
+        blocking(move || {
+            match fs::symlink_metadata(&link) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
+                Err(e) => return Err(StorageError::io("reading blob link", e)),
+            }
+            match fs::metadata(&blob) {
+                Ok(m) => Ok(Some(m.len())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(StorageError::io("reading blob size", e)),
+            }
+        })
+        .await?
+    }
+
     async fn read_blob(&self, digest: &Digest, range: ByteRange) -> Result<ByteStream> {
         let path = self.blob_path(digest);
         let d = digest.clone();

@@ -158,6 +158,16 @@ pub trait Storage: Send + Sync + 'static {
     /// Reads a metadata object, `None` when absent.
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
+    /// The size of blob `digest` when the marker `link_key` exists (the blob is visible in
+    /// a repository), `None` otherwise. A backend may answer both in one step: this is on
+    /// the path of every blob HEAD and GET and of every manifest push's reference check.
+    async fn linked_blob_size(&self, link_key: &str, digest: &Digest) -> Result<Option<u64>> {
+        if self.get_meta(link_key).await?.is_none() {
+            return Ok(None);
+        }
+        self.blob_size(digest).await
+    }
+
     /// Deletes a metadata object; false when it was not there.
     async fn delete_meta(&self, key: &str) -> Result<bool>;
 
