@@ -185,3 +185,26 @@ async fn a_checkpoint_empties_the_journal_and_the_data_reloads_whole() {
         assert_eq!(s.get_meta(&format!("repos/app/_tags/t{i}")).await.unwrap(), Some(vec![i; 200]));
     }
 }
+
+#[tokio::test]
+async fn a_failed_flush_fails_the_write_and_a_later_one_tries_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStorage::open(dir.path(), true).unwrap();
+    s.journal().fail_flush.store(true, Ordering::Relaxed);
+    let err = s.put_meta("first", b"1").await.unwrap_err();
+    assert!(matches!(&err, StorageError::Io { .. }) && err.to_string().contains("injected"), "{err}");
+    // Not durable, so not written either.
+    assert_eq!(s.get_meta("first").await.unwrap(), None);
+    assert!(s.touch_meta("link").await.is_err());
+
+    s.journal().fail_flush.store(false, Ordering::Relaxed);
+    s.put_meta("second", b"2").await.unwrap();
+    assert_eq!(s.get_meta("second").await.unwrap().as_deref(), Some(&b"2"[..]));
+    drop(s);
+    let s = FsStorage::open(dir.path(), true).unwrap();
+    assert_eq!(s.get_meta("second").await.unwrap().as_deref(), Some(&b"2"[..]));
+    // The failed writes' records stayed in the journal and were written again by the next
+    // flush: like any write that reported an I/O error, they may still take effect.
+    assert_eq!(s.get_meta("first").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(s.get_meta("link").await.unwrap().as_deref(), Some(&b""[..]));
+}

@@ -197,6 +197,9 @@ pub(crate) struct Journal {
     /// right after the flush.
     #[cfg(test)]
     pub(crate) crash_before_apply: AtomicBool,
+    /// Tests: the next flushes fail.
+    #[cfg(test)]
+    pub(crate) fail_flush: AtomicBool,
 }
 
 impl Journal {
@@ -227,6 +230,8 @@ impl Journal {
             checkpointing: AtomicBool::new(false),
             #[cfg(test)]
             crash_before_apply: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_flush: AtomicBool::new(false),
         })
     }
 
@@ -319,6 +324,10 @@ impl Journal {
             let res = (|| {
                 if let Some((at, bytes)) = &rewrite {
                     self.file.write_all_at(bytes, *at)?;
+                }
+                #[cfg(test)]
+                if self.fail_flush.load(Ordering::Relaxed) {
+                    return Err(io::Error::other("injected flush failure"));
                 }
                 self.file.sync_data()
             })();
