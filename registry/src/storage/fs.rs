@@ -226,8 +226,11 @@ fn read_upload_meta(dir: &Path) -> Result<UploadMeta> {
 }
 
 /// Journal mode: makes a staged tag visible, then appends its record without waiting (the
-/// caller holds a lock; [`Storage::sync_meta`] waits later). A crash before that flush
-/// leaves the old or the new value: the new one's record, if it lasted, rewrites it.
+/// caller holds a lock; [`Storage::sync_meta`] waits later). The staged bytes were never
+/// flushed: if the record lasts, a replay rewrites the file. If a crash comes before the
+/// flush while the filesystem already committed the rename on its own, the tag may be left
+/// empty (a new tag: the loader skips it; a replaced one keeps its old bytes on ext4, whose
+/// rename-over-a-file flushes the data first, not on every filesystem).
 fn publish_journaled(j: &Journal, active: &journal::Active<'_>, rel: &str, temp: &Path, path: &Path, value: &[u8]) -> Result<()> {
     if j.applies() {
         fs::rename(temp, path)
