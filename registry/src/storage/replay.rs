@@ -133,7 +133,7 @@ pub(crate) fn recover(root: &Path, keep: bool) -> io::Result<usize> {
     if parsed.ignored > 0 {
         tracing::warn!(bytes = parsed.ignored, "ignoring a torn or corrupt journal tail");
     }
-    let count = parsed.records.len();
+    let (count, bytes_valid) = (parsed.records.len(), parsed.valid);
     for (rel, kind) in fold(parsed.records) {
         apply(&root.join(&rel), &kind).map_err(|e| io::Error::new(e.kind(), format!("replaying {rel}: {e}")))?;
     }
@@ -149,7 +149,7 @@ pub(crate) fn recover(root: &Path, keep: bool) -> io::Result<usize> {
         fs::remove_file(&path)?;
         File::open(root)?.sync_all()?;
     }
-    tracing::info!(records = count, "replayed the journal");
+    tracing::info!(records = count, bytes = bytes_valid, "replayed the journal");
     Ok(count)
 }
 
