@@ -243,8 +243,8 @@ impl Registry {
         for tag in self.storage.list_meta(&tags_prefix(name)).await? {
             let key = tag_key(name, &tag);
             if let Some(raw) = self.storage.get_meta(&key).await? {
-                // All a crash can leave of a new tag never acknowledged (its rename lasted,
-                // its unflushed bytes did not; the journal rewrites any acknowledged one).
+                // A tag's bytes are flushed before its rename, so no crash should leave
+                // one empty; if a damaged filesystem does, the tag is skipped, not fatal.
                 if raw.is_empty() {
                     tracing::warn!(repo = %name, tag, "ignoring an empty tag file");
                     continue;

@@ -681,9 +681,12 @@ impl Storage for FsStorage {
         let path = self.meta_path(key);
         let disk = self.disk.clone();
         if self.journal.is_some() {
-            // Unflushed: the journal records the value when it is published.
+            // The journal records the value when it is published, but the rename comes
+            // before that record's flush: the bytes are flushed here (beside the other
+            // writes of the push, so no added wait), so a crash after the rename reached the
+            // disk leaves the new value whole, never an empty tag, on any filesystem.
             let bytes = value.to_vec();
-            let temp = blocking(move || disk.write_temp_unflushed(&path, &bytes))
+            let temp = blocking(move || disk.write_temp(&path, &bytes))
                 .await?
                 .map_err(|e| StorageError::io("staging metadata", e))?;
             return Ok(StagedMeta::new(key, value.to_vec(), Some(temp)));
