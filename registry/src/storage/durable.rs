@@ -66,13 +66,16 @@ impl Durability {
         if !self.fsync {
             return Ok(());
         }
+        // The entry is held from the change to the wait: were it dropped in between (as
+        // idle, after someone else's fsync), the wait would find a fresh entry that never
+        // counts up to `mark`.
+        let d = self.dir(dir);
         let mark = {
-            let d = self.dir(dir);
             let mut s = d.state.lock().expect("dir sync state");
             s.noted += 1;
             s.noted
         };
-        self.wait_synced(dir, mark)
+        self.wait_synced(dir, d, mark)
     }
 
     /// Records that `dir` changed without waiting; [`Durability::settle`] waits later.
@@ -89,11 +92,12 @@ impl Durability {
         if !self.fsync {
             return Ok(());
         }
-        let mark = match self.dirs.lock().expect("dir sync map").get(dir) {
-            Some(d) => d.state.lock().expect("dir sync state").noted,
-            None => return Ok(()),
+        // An absent entry means nothing is pending: entries go only once fully synced.
+        let Some(d) = self.dirs.lock().expect("dir sync map").get(dir).cloned() else {
+            return Ok(());
         };
-        self.wait_synced(dir, mark)
+        let mark = d.state.lock().expect("dir sync state").noted;
+        self.wait_synced(dir, d, mark)
     }
 
     fn dir(&self, dir: &Path) -> Arc<Dir> {
@@ -107,8 +111,7 @@ impl Durability {
 
     /// Waits until an fsync covering change number `mark` finished, running it when no
     /// one else does.
-    fn wait_synced(&self, path: &Path, mark: u64) -> io::Result<()> {
-        let d = self.dir(path);
+    fn wait_synced(&self, path: &Path, d: Arc<Dir>, mark: u64) -> io::Result<()> {
         let mut s = d.state.lock().expect("dir sync state");
         let mut waited_for = None;
         let result = loop {
@@ -254,6 +257,40 @@ mod tests {
             assert_eq!(fs::read(tmp.path().join("sub").join(format!("f{i}"))).unwrap(), b"x");
         }
         // Nothing pending: every entry was dropped again.
+        assert!(d.dirs.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn racing_changes_and_settles_on_one_directory_all_return() {
+        // A wait that lost its directory entry to another thread's clean-up used to fsync
+        // forever; every call here must return, and soon.
+        let tmp = tempfile::tempdir().unwrap();
+        let d = Arc::new(Durability::new(true));
+        let dir = tmp.path().join("tags");
+        fs::create_dir(&dir).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for t in 0..8 {
+            let (d, dir, tx) = (d.clone(), dir.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    let f = dir.join(format!("t{t}-{i}"));
+                    File::create(&f).unwrap();
+                    match i % 3 {
+                        0 => d.changed(&dir).unwrap(),
+                        1 => {
+                            d.note(&dir);
+                            d.settle(&dir).unwrap();
+                        }
+                        _ => d.settle(&dir).unwrap(),
+                    }
+                }
+                tx.send(()).unwrap();
+            });
+        }
+        for _ in 0..8 {
+            rx.recv_timeout(std::time::Duration::from_secs(120))
+                .expect("a writer is stuck waiting for a directory fsync");
+        }
         assert!(d.dirs.lock().unwrap().is_empty());
     }
 
