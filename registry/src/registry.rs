@@ -243,12 +243,6 @@ impl Registry {
         for tag in self.storage.list_meta(&tags_prefix(name)).await? {
             let key = tag_key(name, &tag);
             if let Some(raw) = self.storage.get_meta(&key).await? {
-                // A tag's bytes are flushed before its rename, so no crash should leave
-                // one empty; if a damaged filesystem does, the tag is skipped, not fatal.
-                if raw.is_empty() {
-                    tracing::warn!(repo = %name, tag, "ignoring an empty tag file");
-                    continue;
-                }
                 let (digest, written) =
                     parse_stored_tag(&raw).ok_or_else(|| StorageError::Corrupt(format!("tag {name}:{tag}")))?;
                 let written = match written {

@@ -226,11 +226,9 @@ fn read_upload_meta(dir: &Path) -> Result<UploadMeta> {
 }
 
 /// Journal mode: makes a staged tag visible, then appends its record without waiting (the
-/// caller holds a lock; [`Storage::sync_meta`] waits later). The staged bytes were never
-/// flushed: if the record lasts, a replay rewrites the file. If a crash comes before the
-/// flush while the filesystem already committed the rename on its own, the tag may be left
-/// empty (a new tag: the loader skips it; a replaced one keeps its old bytes on ext4, whose
-/// rename-over-a-file flushes the data first, not on every filesystem).
+/// caller holds a lock; [`Storage::sync_meta`] waits later). The staged bytes were flushed
+/// when staged, so a crash before the record's flush leaves the tag at its old or its new
+/// value, whichever rename the filesystem kept; if the record lasts, a replay rewrites it.
 fn publish_journaled(j: &Journal, active: &journal::Active<'_>, rel: &str, temp: &Path, path: &Path, value: &[u8]) -> Result<()> {
     if j.applies() {
         fs::rename(temp, path)
@@ -680,22 +678,17 @@ impl Storage for FsStorage {
     async fn stage_meta(&self, key: &str, value: &[u8]) -> Result<StagedMeta> {
         let path = self.meta_path(key);
         let disk = self.disk.clone();
-        if self.journal.is_some() {
-            // The journal records the value when it is published, but the rename comes
-            // before that record's flush: the bytes are flushed here (beside the other
-            // writes of the push, so no added wait), so a crash after the rename reached the
-            // disk leaves the new value whole, never an empty tag, on any filesystem.
-            let bytes = value.to_vec();
-            let temp = blocking(move || disk.write_temp(&path, &bytes))
-                .await?
-                .map_err(|e| StorageError::io("staging metadata", e))?;
-            return Ok(StagedMeta::new(key, value.to_vec(), Some(temp)));
-        }
-        let value = value.to_vec();
-        let temp = blocking(move || disk.write_temp(&path, &value))
+        // Flushed under a hidden name in both modes. With the journal the rename comes
+        // before the value's record is flushed, so this flush (beside the push's other
+        // writes, no added wait) is what keeps a crash after the rename from leaving an
+        // empty file, on any filesystem.
+        let bytes = value.to_vec();
+        let temp = blocking(move || disk.write_temp(&path, &bytes))
             .await?
             .map_err(|e| StorageError::io("staging metadata", e))?;
-        Ok(StagedMeta::new(key, Vec::new(), Some(temp)))
+        // The journal records the value when it is published.
+        let kept = if self.journal.is_some() { value.to_vec() } else { Vec::new() };
+        Ok(StagedMeta::new(key, kept, Some(temp)))
     }
 
     async fn publish_meta(&self, mut staged: StagedMeta) -> Result<()> {
