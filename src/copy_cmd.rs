@@ -96,16 +96,21 @@ pub fn print_summary(r: &CopyReport) {
     );
 }
 
+/// The source's and the destination's access, with a shared `--insecure` applied to both.
+pub fn side_accesses(src: &SrcAccess, dst: &DstAccess, insecure: bool) -> (Access, Access) {
+    let (mut src, mut dst) = (src.access(), dst.access());
+    src.insecure |= insecure;
+    dst.insecure |= insecure;
+    (src, dst)
+}
+
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
 pub fn run(args: CopyArgs) -> anyhow::Result<()> {
     let docker = args.transfer.docker_config()?;
-    let mut src_access = args.src.access();
-    let mut dst_access = args.dst.access();
-    src_access.insecure |= args.insecure;
-    dst_access.insecure |= args.insecure;
+    let (src_access, dst_access) = side_accesses(&args.src, &args.dst, args.insecure);
     let chunk = args.transfer.chunk_size;
     let rt = runtime()?;
     let report = rt.block_on(async {

@@ -330,10 +330,7 @@ pub fn upload(args: UploadArgs) -> anyhow::Result<()> {
     let temp_tags: Vec<Tag> = tags.iter().map(|t| prefix.temp_tag(t)).collect::<Result<_, _>>()?;
     let repo = RepoLocation::parse(&args.to)?;
     let docker = args.transfer.docker_config()?;
-    let mut src_access = args.src.access();
-    let mut dst_access = args.dst.access();
-    src_access.insecure |= args.insecure;
-    dst_access.insecure |= args.insecure;
+    let (src_access, dst_access) = copy_cmd::side_accesses(&args.src, &args.dst, args.insecure);
     let chunk = args.transfer.chunk_size;
     let (report, digest) = copy_cmd::runtime()?.block_on(async {
         let src = copy_cmd::endpoint(&args.source, &src_access, &docker, chunk, false).context("source")?;
