@@ -321,3 +321,58 @@ async fn a_damaged_manifest_file_is_refused_not_served() {
         assert!(r.body.is_empty() || !r.text().contains("schemaVersion"), "{}", r.describe());
     }
 }
+
+/// A PATCH whose client goes away mid-body leaves whatever reached the disk; the session
+/// then reports that size and a resumed upload from there completes with the right digest
+/// (the hash state of the broken request is dropped and rebuilt from the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_cut_off_mid_body_resumes_from_what_the_server_holds() {
+    use tokio::io::AsyncWriteExt;
+    let reg = TestRegistry::start().await;
+    let data = random_bytes(6 * 1024 * 1024 + 13);
+    let d = sha256(&data);
+    let first = 1024 * 1024 + 3;
+    let loc = reg.open_upload("cut/repo").await;
+    let r = reg.patch_chunk(&loc, 0, &data[..first]).await;
+    assert_status(&r, 202);
+    let loc = path_of(&r.location());
+
+    // Promise the rest, send a little over half of it, and hang up.
+    let sent = first + (data.len() - first) / 2 + 1;
+    let mut sock = tokio::net::TcpStream::connect(reg.addr).await.unwrap();
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/octet-stream\r\ncontent-range: {first}-{}\r\ncontent-length: {}\r\n\r\n",
+        reg.addr,
+        data.len() - 1,
+        data.len() - first
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&data[first..sent]).await.unwrap();
+    sock.shutdown().await.unwrap();
+    drop(sock);
+
+    // The server settles on some prefix of what was sent (it may have written part of it).
+    let mut resumed = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let st = reg.get(&loc).await;
+        assert_status(&st, 204);
+        let end: usize = st.must("range").rsplit('-').next().unwrap().parse().unwrap();
+        let held = end + 1;
+        assert!((first..=sent).contains(&held), "server holds {held} bytes, sent {first}..={sent}");
+        let r = reg.patch_chunk(&path_of(&st.location()), held, &data[held..]).await;
+        if r.status == 416 {
+            continue; // the broken request was still being wound up
+        }
+        assert_status(&r, 202);
+        resumed = Some(r);
+        break;
+    }
+    let r = resumed.expect("the upload resumed");
+    let r = reg.close_upload(&path_of(&r.location()), &d).await;
+    assert_status(&r, 201);
+    assert_eq!(r.must("docker-content-digest"), d);
+    let g = reg.get(&format!("/v2/cut/repo/blobs/{d}")).await;
+    assert_eq!(g.body.len(), data.len());
+    assert_eq!(sha256(&g.body), d);
+}

@@ -507,10 +507,14 @@ impl Storage for FsStorage {
             .await?
             .map_err(|e| StorageError::io("opening upload data", e))?;
 
-        // Pipeline: while one batch is hashed and written on a blocking thread, the next
-        // is gathered from the socket. The hasher sees exactly the bytes written.
-        let mut state = Some((file, s.hasher.take().expect("hasher present")));
-        let mut pending: Option<tokio::task::JoinHandle<(File, Hasher, io::Result<u64>)>> = None;
+        // Pipeline: each chunk is hashed as it arrives from the socket, while it is still
+        // in this core's cache, and gathered into a batch; a blocking thread writes the
+        // previous batch meanwhile. The receive and the hash run on one core, the copy into
+        // the page cache on the other. The hasher sees exactly the bytes handed to the
+        // writer; when a write fails, the hash state is dropped and rebuilt from the disk.
+        let mut hasher = s.hasher.take().expect("hasher present");
+        let mut file = Some(file);
+        let mut pending: Option<tokio::task::JoinHandle<(File, io::Result<u64>)>> = None;
         let mut written = 0u64;
         let mut failure: Option<StorageError> = None;
         let mut finished = false;
@@ -521,6 +525,7 @@ impl Storage for FsStorage {
                 match body.next().await {
                     Some(Ok(chunk)) => {
                         if !chunk.is_empty() {
+                            hasher.update(&chunk);
                             batch_len += chunk.len();
                             batch.push(chunk);
                         }
@@ -537,7 +542,7 @@ impl Storage for FsStorage {
                 }
             }
             if let Some(job) = pending.take() {
-                let (f, h, res) = job.await.map_err(|e| StorageError::io("writer task", io::Error::other(e)))?;
+                let (f, res) = job.await.map_err(|e| StorageError::io("writer task", io::Error::other(e)))?;
                 match res {
                     Ok(n) => written += n,
                     Err(e) => {
@@ -545,40 +550,35 @@ impl Storage for FsStorage {
                         finished = true;
                     }
                 }
-                state = Some((f, h));
+                file = Some(f);
             }
             if batch.is_empty() || failure.is_some() {
                 continue;
             }
-            let (mut f, mut h) = state.take().expect("writer state returned");
+            let mut f = file.take().expect("writer returned the file");
             let fsync = self.disk.enabled();
             pending = Some(spawn_blocking(move || {
-                // Hash, then write, on one thread: the batch is still in this core's cache
-                // when it is written (hashing on a second thread measured slower here).
-                for b in &batch {
-                    h.update(b);
-                }
                 let res = write_batch(&mut f, &batch);
                 // Start write-back now, so the final fsync waits only for the tail.
                 if fsync && res.is_ok() {
                     start_writeback(&f);
                 }
-                (f, h, res.map(|()| batch_len as u64))
+                (f, res.map(|()| batch_len as u64))
             }));
         }
         if let Some(job) = pending.take() {
-            let (f, h, res) = job.await.map_err(|e| StorageError::io("writer task", io::Error::other(e)))?;
+            let (f, res) = job.await.map_err(|e| StorageError::io("writer task", io::Error::other(e)))?;
             match res {
                 Ok(n) => written += n,
                 Err(e) => {
                     failure.get_or_insert(StorageError::io("writing upload data", e));
                 }
             }
-            state = Some((f, h));
+            file = Some(f);
         }
-        match (failure, state) {
-            (None, Some((_, h))) => {
-                s.hasher = Some(h);
+        match (failure, file) {
+            (None, Some(_)) => {
+                s.hasher = Some(hasher);
                 s.size += written;
                 Ok(Ok(s.size))
             }
