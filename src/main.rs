@@ -2,6 +2,7 @@
 //! `specreg-registry`, `specreg-certs` and `specreg-shim` crates.
 
 mod access;
+mod allocator;
 mod copy_cmd;
 mod data_lock;
 mod info;
@@ -58,6 +59,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    allocator::tune();
     // Called by docker as `docker-credential-specreg <action>`.
     let argv: Vec<String> = std::env::args().collect();
     if argv.first().is_some_and(|a| specreg_shim::credential_helper::invoked_as_helper(a)) {
