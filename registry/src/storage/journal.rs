@@ -444,6 +444,12 @@ impl Journal {
         true
     }
 
+    /// Tests: flushes of the journal started so far.
+    #[cfg(test)]
+    pub(crate) fn flushes(&self) -> u64 {
+        self.lock().attempts
+    }
+
     /// Bytes currently in the journal.
     #[cfg(test)]
     pub(crate) fn len(&self) -> u64 {

@@ -176,26 +176,7 @@ pub trait Storage: Send + Sync + 'static {
     /// [`Storage::stage_meta`], returned in the order given). When a requirement is unmet,
     /// nothing is written and the first unmet one is returned.
     async fn write_manifest(&self, required: &[RequiredBlob], write: ManifestWrite) -> Result<Result<Vec<StagedMeta>, Unmet>> {
-        for (index, r) in required.iter().enumerate() {
-            let found = self.linked_blob_size(&r.link_key, &r.digest).await?;
-            if !r.satisfied_by(found) {
-                return Ok(Err(Unmet { index, found }));
-            }
-        }
-        let stage = write.tags.iter().map(|(key, value)| self.stage_meta(key, value));
-        let (_, _, _, staged) = futures_util::future::try_join4(
-            self.put_small_blob(&write.digest, write.content.clone()),
-            self.touch_meta(&write.link_key),
-            async {
-                match &write.record {
-                    Some((key, value)) => self.put_meta(key, value).await,
-                    None => Ok(()),
-                }
-            },
-            futures_util::future::try_join_all(stage),
-        )
-        .await?;
-        Ok(Ok(staged))
+        write_manifest_in_steps(self, required, write).await
     }
 
     /// Deletes a metadata object; false when it was not there.
@@ -217,6 +198,36 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Every upload session with its size and the time it last received bytes.
     async fn list_uploads(&self) -> Result<Vec<UploadActivity>>;
+}
+
+/// [`Storage::write_manifest`] by the single methods: the references checked one by one,
+/// then content, link, record and tag values written concurrently. The trait's default, and
+/// for a wrapper that wants to see each step.
+pub async fn write_manifest_in_steps<S: Storage + ?Sized>(
+    storage: &S,
+    required: &[RequiredBlob],
+    write: ManifestWrite,
+) -> Result<Result<Vec<StagedMeta>, Unmet>> {
+    for (index, r) in required.iter().enumerate() {
+        let found = storage.linked_blob_size(&r.link_key, &r.digest).await?;
+        if !r.satisfied_by(found) {
+            return Ok(Err(Unmet { index, found }));
+        }
+    }
+    let stage = write.tags.iter().map(|(key, value)| storage.stage_meta(key, value));
+    let (_, _, _, staged) = futures_util::future::try_join4(
+        storage.put_small_blob(&write.digest, write.content.clone()),
+        storage.touch_meta(&write.link_key),
+        async {
+            match &write.record {
+                Some((key, value)) => storage.put_meta(key, value).await,
+                None => Ok(()),
+            }
+        },
+        futures_util::future::try_join_all(stage),
+    )
+    .await?;
+    Ok(Ok(staged))
 }
 
 /// A blob a manifest push requires: linked in the repository, of the stated size when the
