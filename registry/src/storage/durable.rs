@@ -187,13 +187,13 @@ impl Durability {
 
     /// Writes `data` to a new hidden file next to `path`, flushed; the caller renames it.
     pub(crate) fn write_temp(&self, path: &Path, data: &[u8]) -> io::Result<PathBuf> {
-        self.temp_file(path, data, self.fsync).map(|(_, tmp)| tmp)
+        self.temp_file(path, data, self.fsync)
     }
 
     /// [`Durability::write_temp`] without flushing the bytes (a journal record holds them);
     /// a new directory is still made durable, since uploads rename into existing ones.
     pub(crate) fn write_temp_unflushed(&self, path: &Path, data: &[u8]) -> io::Result<PathBuf> {
-        self.temp_file(path, data, false).map(|(_, tmp)| tmp)
+        self.temp_file(path, data, false)
     }
 
     /// Replaces `path` with `data` by temp + rename, flushing nothing but new directories.
@@ -204,14 +204,7 @@ impl Durability {
         })
     }
 
-    /// [`Durability::write_temp`] without the flush yet: the caller flushes the returned
-    /// file with [`Durability::data`] once it needs the bytes durable, doing other work
-    /// while they are written back.
-    pub(crate) fn write_temp_open(&self, path: &Path, data: &[u8]) -> io::Result<(File, PathBuf)> {
-        self.temp_file(path, data, false)
-    }
-
-    fn temp_file(&self, path: &Path, data: &[u8], flush: bool) -> io::Result<(File, PathBuf)> {
+    fn temp_file(&self, path: &Path, data: &[u8], flush: bool) -> io::Result<PathBuf> {
         let dir = path.parent().expect("storage paths have a parent");
         self.create_dir(dir)?;
         let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
@@ -220,10 +213,10 @@ impl Durability {
             if flush {
                 f.sync_data()?;
             }
-            Ok(f)
+            Ok(())
         });
         match written {
-            Ok(f) => Ok((f, tmp)),
+            Ok(()) => Ok(tmp),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 Err(e)

@@ -287,7 +287,7 @@ fn write_batch(file: &mut File, batch: &[Bytes]) -> io::Result<()> {
 }
 
 /// Asks the kernel to start writing the file's dirty pages to disk without waiting.
-pub(super) fn start_writeback(f: &File) {
+fn start_writeback(f: &File) {
     use std::os::fd::AsRawFd;
     // SAFETY: a plain syscall on a valid descriptor; failure only loses the head start.
     unsafe {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 
 use super::durable::Durability;
-use super::fs::{create_empty, linked_size, start_writeback};
+use super::fs::{create_empty, linked_size};
 use super::journal::{Journal, Op};
 use super::{RequiredBlob, Result, StagedMeta, StorageError, Unmet};
 
@@ -40,37 +40,42 @@ pub(super) fn run(mut plan: Plan, disk: &Durability, journal: Option<&Journal>) 
             return Ok(Err(Unmet { index, found }));
         }
     }
-    // Tag values first, their write-back started at once, so their flush after the journal
-    // commit has little left to wait for. Dropped on an error below, they remove their files.
     let tags = std::mem::take(&mut plan.tags);
-    let mut staged = Vec::with_capacity(tags.len());
-    let mut files = Vec::with_capacity(tags.len());
-    for (key, path, value) in tags {
-        let (file, temp) = disk.write_temp_open(&path, &value).map_err(|e| StorageError::io("staging metadata", e))?;
-        if disk.enabled() {
-            start_writeback(&file);
+    let stage = || stage_tags(disk, tags, journal.is_some());
+    let staged = match journal {
+        Some(j) => write_journaled(j, disk, &plan, stage)?,
+        None => {
+            let staged = stage()?;
+            write_direct(disk, &plan).map_err(|e| StorageError::io("writing manifest", e))?;
+            staged
         }
-        // The journal records the value when it is published.
-        let kept = if journal.is_some() { value } else { Vec::new() };
-        staged.push(StagedMeta::new(&key, kept, Some(temp)));
-        files.push(file);
-    }
-    match journal {
-        Some(j) => write_journaled(j, disk, &plan),
-        None => write_direct(disk, &plan),
-    }
-    .map_err(|e| StorageError::io("writing manifest", e))?;
-    // Flushed under hidden names in both modes, as by `stage_meta`: with the journal the tag's
-    // rename comes before its record is flushed, and must not leave an empty file.
-    for f in &files {
-        disk.data(f).map_err(|e| StorageError::io("staging metadata", e))?;
-    }
+    };
     Ok(Ok(staged))
 }
 
-/// Journal mode: the records of the new files, one commit for all of them, then the files
-/// (unflushed, as single journaled writes are).
-fn write_journaled(j: &Journal, disk: &Durability, p: &Plan) -> io::Result<()> {
+/// Writes the tag values under hidden names, flushed in both modes as by `stage_meta`: with
+/// the journal the tag's rename comes before its record is flushed, and must not leave an
+/// empty file. Dropped on an error, the staged values remove their files.
+fn stage_tags(disk: &Durability, tags: Vec<(String, PathBuf, Vec<u8>)>, journaled: bool) -> Result<Vec<StagedMeta>> {
+    let mut staged = Vec::with_capacity(tags.len());
+    for (key, path, value) in tags {
+        let temp = disk.write_temp(&path, &value).map_err(|e| StorageError::io("staging metadata", e))?;
+        // The journal records the value when it is published.
+        let kept = if journaled { value } else { Vec::new() };
+        staged.push(StagedMeta::new(&key, kept, Some(temp)));
+    }
+    Ok(staged)
+}
+
+/// Journal mode: the records of the new files, then the tag values staged (`stage`), then one
+/// commit for all records and the files (unflushed, as single journaled writes are).
+fn write_journaled(
+    j: &Journal,
+    disk: &Durability,
+    p: &Plan,
+    stage: impl FnOnce() -> Result<Vec<StagedMeta>>,
+) -> Result<Vec<StagedMeta>> {
+    let failed = |e| StorageError::io("writing manifest", e);
     // Existing content or link was written after its record was flushed (or flushed by an
     // upload): durable already.
     let new_content = !p.content.path.exists();
@@ -78,32 +83,37 @@ fn write_journaled(j: &Journal, disk: &Durability, p: &Plan) -> io::Result<()> {
     let active = j.enter();
     let mut last = None;
     if new_content {
-        last = Some(j.append(&active, &p.content.rel, Op::Put(&p.bytes))?);
+        last = Some(j.append(&active, &p.content.rel, Op::Put(&p.bytes)).map_err(failed)?);
     }
     if new_link {
-        last = Some(j.append(&active, &p.link.rel, Op::Touch)?);
+        last = Some(j.append(&active, &p.link.rel, Op::Touch).map_err(failed)?);
     }
     if let Some((t, value)) = &p.record {
-        last = Some(j.append(&active, &t.rel, Op::Put(value))?);
+        last = Some(j.append(&active, &t.rel, Op::Put(value)).map_err(failed)?);
     }
+    // The tag values' own flush runs while the records wait: a concurrent push's journal
+    // flush may cover them meanwhile, and the commit below then has nothing left to wait for.
+    // Even when staging fails, the records appended are committed and their files written
+    // (as every record's are), and only then is the failure reported.
+    let staged = stage();
     // Records are durable in sequence order: waiting for the last covers all of them.
     if let Some(seq) = last {
-        j.commit(seq)?;
+        j.commit(seq).map_err(failed)?;
     }
     if j.applies() {
         if new_content {
-            disk.write_unflushed(&p.content.path, &p.bytes)?;
+            disk.write_unflushed(&p.content.path, &p.bytes).map_err(failed)?;
         }
         if new_link {
-            create_empty(disk, &p.link.path)?;
+            create_empty(disk, &p.link.path).map_err(failed)?;
         }
         if let Some((t, value)) = &p.record {
-            disk.write_unflushed(&t.path, value)?;
+            disk.write_unflushed(&t.path, value).map_err(failed)?;
         }
     }
     drop(active);
     j.maybe_checkpoint();
-    Ok(())
+    staged
 }
 
 /// Without the journal: the single writes' own steps, one after the other.
