@@ -19,7 +19,9 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::manifest::{self, ManifestInfo};
 use crate::prune::activity::Activity;
 use crate::reference::{Algorithm, Digest, Reference, RepoName, Tag};
-use crate::storage::{ByteRange, ByteStream, StagedMeta, Storage, StorageError, UploadId, UploadMeta};
+use crate::storage::{
+    ByteRange, ByteStream, ManifestWrite, RequiredBlob, StagedMeta, Storage, StorageError, UploadId, UploadMeta,
+};
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
@@ -177,6 +179,16 @@ pub(crate) fn blob_links_prefix(repo: &RepoName, alg: Algorithm) -> String {
 /// Catalog entries are flat: `/` in a name becomes `+`, which no name contains.
 fn catalog_key(repo: &RepoName) -> String {
     format!("catalog/{}", repo.as_str().replace('/', "+"))
+}
+
+/// A blob a manifest references, found missing in `repo` (`found == None`) or of another size.
+fn missing_blob(repo: &RepoName, blob: &manifest::BlobRef, found: Option<u64>) -> RegistryError {
+    let msg = match found {
+        None => format!("blob {} referenced by the manifest is unknown in {repo}", blob.digest),
+        Some(size) => format!("blob {} is {size} bytes, the manifest says {}", blob.digest, blob.size.unwrap_or_default()),
+    };
+    RegistryError::new(ErrorCode::ManifestBlobUnknown, msg)
+        .with_detail(serde_json::json!({ "digest": blob.digest.to_string() }))
 }
 
 fn digest_invalid(msg: impl Into<String>) -> RegistryError {
@@ -541,7 +553,9 @@ impl Registry {
         self.activity.touch(&digest);
         self.activity
             .touch_all(info.blobs.iter().chain(&info.children).map(|b| &b.digest));
-        self.check_references(repo, &state, &info).await?;
+        // Child manifests are checked in memory here; blobs by storage, in the same step as
+        // the first writes below (nothing is written when one is missing).
+        self.check_children(repo, &state, &info)?;
 
         let record = ManifestRecord {
             media_type,
@@ -554,9 +568,11 @@ impl Registry {
         }
 
         // Crash safety without a flush per step (the order is what matters, not the count):
-        // 1. Content, blob link and record are written concurrently, each durable on return
-        //    (bytes flushed before the rename that names them, the rename flushed after);
-        //    meanwhile the new tag values are written and flushed under hidden names.
+        // 1. Content, blob link and record are written, each durable on return (bytes
+        //    flushed before the rename that names them, the rename flushed after, or both
+        //    covered by a flushed journal record); with them the new tag values are written
+        //    and flushed under hidden names. A backend does this in one step where it can
+        //    ([`Storage::write_manifest`]).
         // 2. Only then, under the repository's lock, the tags are renamed into place: a tag
         //    that survives a crash names a manifest whose content, link and record survive
         //    too, and the lock keeps disk and memory in the same order of tag moves.
@@ -584,24 +600,25 @@ impl Registry {
         let wrote_record = !known(&state);
         let link_key = blob_link_key(repo, &digest);
         let record_key = manifest_key(repo, &digest);
-        let tag_bytes = &tag_value[..];
-        let stage = tags.iter().filter(|t| !recent(&state, t)).map(|t| async move {
-            let staged = self.storage.stage_meta(&tag_key(repo, t), tag_bytes).await?;
-            Ok::<_, StorageError>((*t, staged))
-        });
-        let (_, _, _, staged) = tokio::try_join!(
-            self.storage.put_small_blob(&digest, body.clone()),
-            self.storage.touch_meta(&link_key),
-            async {
-                if wrote_record {
-                    self.storage.put_meta(&record_key, &record_json).await?;
-                }
-                Ok(())
-            },
-            futures_util::future::try_join_all(stage),
-        )?;
+        let to_stage: Vec<&str> = tags.iter().copied().filter(|t| !recent(&state, t)).collect();
+        let required: Vec<RequiredBlob> = info
+            .blobs
+            .iter()
+            .map(|b| RequiredBlob { link_key: blob_link_key(repo, &b.digest), digest: b.digest.clone(), size: b.size })
+            .collect();
+        let write = ManifestWrite {
+            digest: digest.clone(),
+            content: body.clone(),
+            link_key,
+            record: wrote_record.then(|| (record_key.clone(), record_json.clone())),
+            tags: to_stage.iter().map(|t| (tag_key(repo, t), tag_value.clone())).collect(),
+        };
+        let staged = match self.storage.write_manifest(&required, write).await? {
+            Ok(staged) => staged,
+            Err(unmet) => return Err(missing_blob(repo, &info.blobs[unmet.index], unmet.found)),
+        };
         self.cache_manifest(&digest, &body);
-        let mut staged: HashMap<&str, StagedMeta> = staged.into_iter().collect();
+        let mut staged: HashMap<&str, StagedMeta> = to_stage.into_iter().zip(staged).collect();
         {
             let _writer = state.write.lock().await;
             if !known(&state) {
@@ -646,30 +663,7 @@ impl Registry {
         })
     }
 
-    async fn check_references(&self, repo: &RepoName, state: &RepoState, info: &ManifestInfo) -> Result<()> {
-        for blob in &info.blobs {
-            match self.linked_blob_size(repo, &blob.digest).await? {
-                None => {
-                    return Err(RegistryError::new(
-                        ErrorCode::ManifestBlobUnknown,
-                        format!("blob {} referenced by the manifest is unknown in {repo}", blob.digest),
-                    )
-                    .with_detail(serde_json::json!({ "digest": blob.digest.to_string() })))
-                }
-                Some(size) if blob.size.is_some_and(|s| s != size) => {
-                    return Err(RegistryError::new(
-                        ErrorCode::ManifestBlobUnknown,
-                        format!(
-                            "blob {} is {size} bytes, the manifest says {}",
-                            blob.digest,
-                            blob.size.unwrap_or_default()
-                        ),
-                    )
-                    .with_detail(serde_json::json!({ "digest": blob.digest.to_string() })))
-                }
-                Some(_) => {}
-            }
-        }
+    fn check_children(&self, repo: &RepoName, state: &RepoState, info: &ManifestInfo) -> Result<()> {
         if self.policy.allow_sparse_index {
             return Ok(());
         }

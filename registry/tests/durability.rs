@@ -3,6 +3,8 @@
 //! leaves the old tag and no stray file, and concurrent pushes leave a store that reloads
 //! whole. The real filesystem backend runs underneath; a thin wrapper only watches the
 //! calls (and fails one on demand) and checks the files on disk at the moment a tag moves.
+//! Every test runs twice: with the push's first phase split into the single storage calls
+//! (each watched), and with the backend's own batched `write_manifest` (watched as a whole).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -16,7 +18,8 @@ use specreg_registry::reference::{Digest, Reference, RepoName, Tag};
 use specreg_registry::registry::{Policy, Registry};
 use specreg_registry::storage::fs::FsStorage;
 use specreg_registry::storage::{
-    ByteRange, ByteStream, Result, StagedMeta, Storage, StorageError, UploadActivity, UploadId, UploadMeta,
+    write_manifest_in_steps, ByteRange, ByteStream, ManifestWrite, RequiredBlob, Result, StagedMeta, Storage,
+    StorageError, Unmet, UploadActivity, UploadId, UploadMeta,
 };
 
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -32,6 +35,8 @@ fn index(n: usize) -> (Bytes, String) {
 struct Watch {
     inner: FsStorage,
     root: PathBuf,
+    /// Hand a push's first phase to the backend whole, instead of in single calls.
+    batched: bool,
     /// Keys (and `blob:<hex>`) whose write has returned.
     done: Mutex<HashSet<String>>,
     /// Events in order: `publish <key>`, `sync <key>`, `put <key>`.
@@ -45,10 +50,11 @@ struct Watch {
 }
 
 impl Watch {
-    fn new(root: &Path) -> Arc<Self> {
+    fn new(root: &Path, batched: bool) -> Arc<Self> {
         Arc::new(Watch {
             inner: FsStorage::open(root, true).unwrap(),
             root: root.to_path_buf(),
+            batched,
             done: Mutex::default(),
             events: Mutex::default(),
             expect: Mutex::default(),
@@ -163,6 +169,31 @@ impl Storage for Watch {
         self.event(format!("sync {key}"));
         Ok(())
     }
+    async fn write_manifest(&self, required: &[RequiredBlob], write: ManifestWrite) -> Result<Result<Vec<StagedMeta>, Unmet>> {
+        if !self.batched {
+            return write_manifest_in_steps(self, required, write).await;
+        }
+        let mut written = vec![format!("blob:{}", write.digest.hex()), write.link_key.clone()];
+        written.extend(write.record.as_ref().map(|(key, _)| key.clone()));
+        for key in ["blob"].into_iter().chain(written[1..].iter().map(String::as_str)) {
+            self.failing(key)?;
+        }
+        let tags = write.tags.clone();
+        let out = self.inner.write_manifest(required, write).await?;
+        if let Ok(staged) = &out {
+            // Staged is not visible.
+            for (key, value) in &tags {
+                if self.inner.get_meta(key).await?.as_deref() == Some(&value[..]) {
+                    self.violations.lock().unwrap().push(format!("{key} readable while only staged"));
+                }
+            }
+            let keys: Vec<&str> = staged.iter().map(|m| m.key()).collect();
+            assert_eq!(keys, tags.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(), "staged in the order given");
+            self.event("batch".to_owned());
+            self.done.lock().unwrap().extend(written);
+        }
+        Ok(out)
+    }
     async fn touch_meta(&self, key: &str) -> Result<bool> {
         self.failing(key)?;
         let created = self.inner.touch_meta(key).await?;
@@ -236,35 +267,37 @@ fn tag_on_disk(root: &Path, tag: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_tag_moves_only_after_content_link_and_record_are_written_and_is_flushed_before_the_push_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let watch = Watch::new(dir.path());
-    let reg = Registry::new(watch.clone(), Policy::default());
+    for batched in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = Watch::new(dir.path(), batched);
+        let reg = Registry::new(watch.clone(), Policy::default());
 
-    let first = push(&reg, &watch, "v1", 1).await.unwrap();
-    let second = push(&reg, &watch, "v1", 2).await.unwrap();
-    assert_ne!(first, second);
-    assert!(watch.violations.lock().unwrap().is_empty(), "{:?}", watch.violations.lock().unwrap());
+        let first = push(&reg, &watch, "v1", 1).await.unwrap();
+        let second = push(&reg, &watch, "v1", 2).await.unwrap();
+        assert_ne!(first, second);
+        assert!(watch.violations.lock().unwrap().is_empty(), "{:?}", watch.violations.lock().unwrap());
 
-    // Each push: the tag is published, then flushed, before the push returned.
-    let events = watch.events.lock().unwrap().clone();
-    let tag_events: Vec<&String> = events.iter().filter(|e| e.ends_with("/_tags/v1")).collect();
-    assert_eq!(
-        tag_events,
-        ["publish repos/app/_tags/v1", "sync repos/app/_tags/v1", "publish repos/app/_tags/v1", "sync repos/app/_tags/v1"],
-        "{events:?}"
-    );
-    assert_eq!(tag_on_disk(dir.path(), "v1").as_deref(), Some(second.as_str()));
-    let served = reg.get_manifest(&app(), &tag_ref("v1")).await.unwrap();
-    assert_eq!(served.digest.hex(), second);
-    assert_eq!(format!("{:x}", Sha256::digest(&served.body)), second);
-    assert!(hidden_files(dir.path()).is_empty(), "{:?}", hidden_files(dir.path()));
+        // Each push: the tag is published, then flushed, before the push returned.
+        let events = watch.events.lock().unwrap().clone();
+        let tag_events: Vec<&String> = events.iter().filter(|e| e.ends_with("/_tags/v1") || *e == "batch").collect();
+        let mut want = vec!["publish repos/app/_tags/v1", "sync repos/app/_tags/v1"];
+        if batched {
+            want.insert(0, "batch");
+        }
+        assert_eq!(tag_events, [want.clone(), want].concat(), "{events:?}");
+        assert_eq!(tag_on_disk(dir.path(), "v1").as_deref(), Some(second.as_str()));
+        let served = reg.get_manifest(&app(), &tag_ref("v1")).await.unwrap();
+        assert_eq!(served.digest.hex(), second);
+        assert_eq!(format!("{:x}", Sha256::digest(&served.body)), second);
+        assert!(hidden_files(dir.path()).is_empty(), "{:?}", hidden_files(dir.path()));
+    }
 }
 
 #[tokio::test]
 async fn a_push_failing_before_the_tag_leaves_the_old_tag_and_no_stray_file() {
-    for failing in ["_manifests/", "_blobs/", "blob"] {
+    for (failing, batched) in ["_manifests/", "_blobs/", "blob"].into_iter().flat_map(|f| [(f, false), (f, true)]) {
         let dir = tempfile::tempdir().unwrap();
-        let watch = Watch::new(dir.path());
+        let watch = Watch::new(dir.path(), batched);
         let reg = Registry::new(watch.clone(), Policy::default());
         let old = push(&reg, &watch, "latest", 1).await.unwrap();
 
@@ -287,54 +320,56 @@ async fn a_push_failing_before_the_tag_leaves_the_old_tag_and_no_stray_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_pushes_keep_the_order_and_reload_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let watch = Watch::new(dir.path());
-    let reg = Arc::new(Registry::new(watch.clone(), Policy::default()));
+    for batched in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = Watch::new(dir.path(), batched);
+        let reg = Arc::new(Registry::new(watch.clone(), Policy::default()));
 
-    // 24 pushes to their own tags and 24 more racing for one shared tag.
-    let mut tasks = Vec::new();
-    for n in 0..48 {
-        let (reg, watch) = (reg.clone(), watch.clone());
-        tasks.push(tokio::spawn(async move {
-            let tag = if n < 24 { format!("t{n}") } else { "shared".to_owned() };
-            // The shared tag's expected manifest is whichever push publishes: check the
-            // order for the own tags only.
-            if n >= 24 {
-                let (body, hex) = index(n);
-                let p = reg.put_manifest(&app(), &tag_ref(&tag), Some(INDEX), body, &[]).await.unwrap();
-                assert_eq!(p.digest.hex(), hex);
-                return (tag, hex);
-            }
-            let hex = push(&reg, &watch, &tag, n).await.unwrap();
-            (tag, hex)
-        }));
-    }
-    let mut pushed = HashMap::new();
-    let mut shared = HashSet::new();
-    for t in tasks {
-        let (tag, hex) = t.await.unwrap();
-        if tag == "shared" {
-            shared.insert(hex);
-        } else {
-            pushed.insert(tag, hex);
+        // 24 pushes to their own tags and 24 more racing for one shared tag.
+        let mut tasks = Vec::new();
+        for n in 0..48 {
+            let (reg, watch) = (reg.clone(), watch.clone());
+            tasks.push(tokio::spawn(async move {
+                let tag = if n < 24 { format!("t{n}") } else { "shared".to_owned() };
+                // The shared tag's expected manifest is whichever push publishes: check the
+                // order for the own tags only.
+                if n >= 24 {
+                    let (body, hex) = index(n);
+                    let p = reg.put_manifest(&app(), &tag_ref(&tag), Some(INDEX), body, &[]).await.unwrap();
+                    assert_eq!(p.digest.hex(), hex);
+                    return (tag, hex);
+                }
+                let hex = push(&reg, &watch, &tag, n).await.unwrap();
+                (tag, hex)
+            }));
         }
-    }
-    assert!(watch.violations.lock().unwrap().is_empty(), "{:?}", watch.violations.lock().unwrap());
-    assert!(hidden_files(dir.path()).is_empty(), "{:?}", hidden_files(dir.path()));
+        let mut pushed = HashMap::new();
+        let mut shared = HashSet::new();
+        for t in tasks {
+            let (tag, hex) = t.await.unwrap();
+            if tag == "shared" {
+                shared.insert(hex);
+            } else {
+                pushed.insert(tag, hex);
+            }
+        }
+        assert!(watch.violations.lock().unwrap().is_empty(), "{:?}", watch.violations.lock().unwrap());
+        assert!(hidden_files(dir.path()).is_empty(), "{:?}", hidden_files(dir.path()));
 
-    // Memory and disk agree on the shared tag, and it names one of the racing manifests.
-    let served = reg.get_manifest(&app(), &tag_ref("shared")).await.unwrap().digest.hex().to_owned();
-    assert_eq!(tag_on_disk(dir.path(), "shared").as_deref(), Some(served.as_str()));
-    assert!(shared.contains(&served));
+        // Memory and disk agree on the shared tag, and it names one of the racing manifests.
+        let served = reg.get_manifest(&app(), &tag_ref("shared")).await.unwrap().digest.hex().to_owned();
+        assert_eq!(tag_on_disk(dir.path(), "shared").as_deref(), Some(served.as_str()));
+        assert!(shared.contains(&served));
 
-    // A fresh process finds every tag and every manifest whole.
-    drop(reg);
-    let reopened = Registry::new(Arc::new(FsStorage::open(dir.path(), true).unwrap()), Policy::default());
-    for (tag, hex) in pushed.iter().chain([(&"shared".to_owned(), &served)]) {
-        let m = reopened.get_manifest(&app(), &tag_ref(tag)).await.unwrap();
-        assert_eq!(&format!("{:x}", Sha256::digest(&m.body)), hex, "{tag}");
+        // A fresh process finds every tag and every manifest whole.
+        drop(reg);
+        let reopened = Registry::new(Arc::new(FsStorage::open(dir.path(), true).unwrap()), Policy::default());
+        for (tag, hex) in pushed.iter().chain([(&"shared".to_owned(), &served)]) {
+            let m = reopened.get_manifest(&app(), &tag_ref(tag)).await.unwrap();
+            assert_eq!(&format!("{:x}", Sha256::digest(&m.body)), hex, "{tag}");
+        }
+        let mut tags = reopened.tags(&app()).await.unwrap().unwrap();
+        tags.sort();
+        assert_eq!(tags.len(), 25, "{tags:?}");
     }
-    let mut tags = reopened.tags(&app()).await.unwrap().unwrap();
-    tags.sort();
-    assert_eq!(tags.len(), 25, "{tags:?}");
 }

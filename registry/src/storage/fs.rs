@@ -16,6 +16,10 @@
 //! journal instead (`<root>/journal`, [`super::journal`]): a write returns once its record
 //! is flushed, one flush shared by all concurrent writers, and its file is then written
 //! without a flush of its own. Opening a store replays the journal ([`super::replay`]).
+//!
+//! A manifest push's first phase (reference check, content, link, record, staged tags) runs
+//! as one blocking task with one journal commit for all its records ([`super::push`]): the
+//! hops between the runtime and blocking threads, not the flushes, were most of its cost.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -30,11 +34,12 @@ use futures_util::StreamExt;
 use tokio::task::spawn_blocking;
 
 use super::durable::Durability;
-use super::journal::{self, sync_filesystem, Journal, Op};
+use super::journal::{self, sync_filesystem, Journal, Op, Progress};
+use super::push;
 use super::replay;
 use super::{
-    algorithm_of, ByteRange, ByteStream, Result, StagedMeta, Storage, StorageError, UploadActivity, UploadId,
-    UploadMeta,
+    algorithm_of, ByteRange, ByteStream, ManifestWrite, RequiredBlob, Result, StagedMeta, Storage, StorageError,
+    Unmet, UploadActivity, UploadId, UploadMeta,
 };
 use crate::reference::{Algorithm, Digest, Hasher};
 
@@ -171,7 +176,7 @@ fn journaled<T: Default>(j: &Journal, rel: &str, op: Op<'_>, apply: impl FnOnce(
 }
 
 /// Creates an empty file; false when it existed.
-fn create_empty(disk: &Durability, path: &Path) -> io::Result<bool> {
+pub(super) fn create_empty(disk: &Durability, path: &Path) -> io::Result<bool> {
     let create = |p: &Path| OpenOptions::new().write(true).create_new(true).open(p);
     match create(path) {
         Ok(_) => Ok(true),
@@ -185,6 +190,20 @@ fn create_empty(disk: &Durability, path: &Path) -> io::Result<bool> {
             }
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The size of the blob file `blob` when the link file `link` exists, `None` otherwise.
+pub(super) fn linked_size(link: &Path, blob: &Path) -> Result<Option<u64>> {
+    match fs::symlink_metadata(link) {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
+        Err(e) => return Err(StorageError::io("reading blob link", e)),
+    }
+    match fs::metadata(blob) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io("reading blob size", e)),
     }
 }
 
@@ -325,19 +344,31 @@ impl Storage for FsStorage {
     async fn linked_blob_size(&self, link_key: &str, digest: &Digest) -> Result<Option<u64>> {
         let (link, blob) = (self.meta_path(link_key), self.blob_path(digest));
         // Two stats on one blocking thread instead of a read and a stat on two.
-        blocking(move || {
-            match fs::symlink_metadata(&link) {
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
-                Err(e) => return Err(StorageError::io("reading blob link", e)),
-            }
-            match fs::metadata(&blob) {
-                Ok(m) => Ok(Some(m.len())),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(StorageError::io("reading blob size", e)),
-            }
-        })
-        .await?
+        blocking(move || linked_size(&link, &blob)).await?
+    }
+
+    async fn write_manifest(&self, required: &[RequiredBlob], write: ManifestWrite) -> Result<Result<Vec<StagedMeta>, Unmet>> {
+        let target = |rel: String| push::Target { path: self.root.join(&rel), rel };
+        let plan = push::Plan {
+            required: required
+                .iter()
+                .map(|r| (self.meta_path(&r.link_key), self.blob_path(&r.digest), r.clone()))
+                .collect(),
+            content: target(blob_rel(&write.digest)),
+            bytes: write.content,
+            link: target(meta_rel(&write.link_key)),
+            record: write.record.map(|(key, value)| (target(meta_rel(&key)), value)),
+            tags: write
+                .tags
+                .into_iter()
+                .map(|(key, value)| {
+                    let path = self.meta_path(&key);
+                    (key, path, value)
+                })
+                .collect(),
+        };
+        let (disk, journal) = (self.disk.clone(), self.journal.clone());
+        blocking(move || push::run(plan, &disk, journal.as_deref())).await?
     }
 
     async fn read_blob(&self, digest: &Digest, range: ByteRange) -> Result<ByteStream> {
@@ -724,15 +755,33 @@ impl Storage for FsStorage {
     async fn sync_meta(&self, key: &str) -> Result<()> {
         if let Some(j) = self.journal.clone() {
             // The journal is one ordered log: waiting for all of it is as cheap as for a key.
+            let seq = j.appended();
+            // Under load a flush is usually running already (another push's): wait for it
+            // here rather than on a blocking thread, a thread switch less per push.
+            loop {
+                let flushed = j.flushed().notified();
+                tokio::pin!(flushed);
+                flushed.as_mut().enable();
+                match j.progress(seq) {
+                    Progress::Durable => return Ok(()),
+                    Progress::Flushing => flushed.await,
+                    Progress::Idle => break,
+                }
+            }
+            // No flush running (or the last one failed): run one, which blocks.
             return blocking(move || {
                 let active = j.enter();
-                let res = j.commit_all();
+                let res = j.commit(seq);
                 drop(active);
                 j.maybe_checkpoint();
                 res
             })
             .await?
             .map_err(|e| StorageError::io("syncing metadata", e));
+        }
+        if !self.disk.enabled() {
+            // Nothing is ever pending: no hop to a blocking thread for nothing.
+            return Ok(());
         }
         let path = self.meta_path(key);
         let disk = self.disk.clone();

@@ -185,11 +185,24 @@ struct LogState {
     deleted_blobs: HashSet<String>,
 }
 
+/// Where a wait for a record stands ([`Journal::progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    Durable,
+    /// A flush is running; [`Journal::flushed`] tells when it ends.
+    Flushing,
+    /// No flush is running: the waiter has to start one.
+    Idle,
+}
+
 pub(crate) struct Journal {
     root: PathBuf,
     file: File,
     state: Mutex<LogState>,
     synced: Condvar,
+    /// Wakes async waiters when a flush or a checkpoint ends, so they can wait for a
+    /// flush someone else runs without a blocking thread of their own.
+    flushed: tokio::sync::Notify,
     gate: Gate,
     checkpoint_bytes: u64,
     checkpointing: AtomicBool,
@@ -225,6 +238,7 @@ impl Journal {
                 deleted_blobs: HashSet::new(),
             }),
             synced: Condvar::new(),
+            flushed: tokio::sync::Notify::new(),
             gate: Gate::default(),
             checkpoint_bytes,
             checkpointing: AtomicBool::new(false),
@@ -353,13 +367,31 @@ impl Journal {
                 }
             }
             self.synced.notify_all();
+            self.flushed.notify_waiters();
         }
     }
 
-    /// Waits until every record appended so far is durable.
-    pub(crate) fn commit_all(&self) -> io::Result<()> {
-        let seq = self.lock().appended;
-        self.commit(seq)
+    /// The sequence number of the last record appended.
+    pub(crate) fn appended(&self) -> u64 {
+        self.lock().appended
+    }
+
+    /// Whether record `seq` is durable, and if not whether a flush is running meanwhile.
+    pub(crate) fn progress(&self, seq: u64) -> Progress {
+        let s = self.lock();
+        if s.synced >= seq {
+            Progress::Durable
+        } else if s.running {
+            Progress::Flushing
+        } else {
+            Progress::Idle
+        }
+    }
+
+    /// Notified whenever a flush or a checkpoint ends (enable the future before reading
+    /// [`Journal::progress`], or the end may be missed).
+    pub(crate) fn flushed(&self) -> &tokio::sync::Notify {
+        &self.flushed
     }
 
     /// Checkpoints when the journal has grown past its limit and no other checkpoint runs.
@@ -398,6 +430,7 @@ impl Journal {
         s.failed = None;
         s.deleted_blobs.clear();
         self.synced.notify_all();
+        self.flushed.notify_waiters();
         tracing::debug!("journal checkpointed");
         Ok(())
     }
@@ -409,6 +442,12 @@ impl Journal {
             return false;
         }
         true
+    }
+
+    /// Tests: flushes of the journal started so far.
+    #[cfg(test)]
+    pub(crate) fn flushes(&self) -> u64 {
+        self.lock().attempts
     }
 
     /// Bytes currently in the journal.
@@ -469,6 +508,6 @@ mod tests {
         assert_eq!(j.len(), 0);
         assert_eq!(std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(), 0);
         assert_eq!(j.lock().synced, 1);
-        j.commit_all().unwrap();
+        j.commit(j.appended()).unwrap();
     }
 }

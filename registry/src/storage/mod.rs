@@ -10,6 +10,7 @@ mod durable;
 pub mod fs;
 mod journal;
 mod mapped;
+mod push;
 mod replay;
 
 use std::io;
@@ -168,6 +169,16 @@ pub trait Storage: Send + Sync + 'static {
         self.blob_size(digest).await
     }
 
+    /// The first phase of a manifest push, which a backend may do in one step: checks that
+    /// every blob of `required` is linked with its stated size, then writes the manifest's
+    /// content, blob link and record (each durable on return, as by [`Storage::put_small_blob`],
+    /// [`Storage::touch_meta`] and [`Storage::put_meta`]) and stages the tag values (as by
+    /// [`Storage::stage_meta`], returned in the order given). When a requirement is unmet,
+    /// nothing is written and the first unmet one is returned.
+    async fn write_manifest(&self, required: &[RequiredBlob], write: ManifestWrite) -> Result<Result<Vec<StagedMeta>, Unmet>> {
+        write_manifest_in_steps(self, required, write).await
+    }
+
     /// Deletes a metadata object; false when it was not there.
     async fn delete_meta(&self, key: &str) -> Result<bool>;
 
@@ -187,6 +198,73 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Every upload session with its size and the time it last received bytes.
     async fn list_uploads(&self) -> Result<Vec<UploadActivity>>;
+}
+
+/// [`Storage::write_manifest`] by the single methods: the references checked one by one,
+/// then content, link, record and tag values written concurrently. The trait's default, and
+/// for a wrapper that wants to see each step.
+pub async fn write_manifest_in_steps<S: Storage + ?Sized>(
+    storage: &S,
+    required: &[RequiredBlob],
+    write: ManifestWrite,
+) -> Result<Result<Vec<StagedMeta>, Unmet>> {
+    for (index, r) in required.iter().enumerate() {
+        let found = storage.linked_blob_size(&r.link_key, &r.digest).await?;
+        if !r.satisfied_by(found) {
+            return Ok(Err(Unmet { index, found }));
+        }
+    }
+    let stage = write.tags.iter().map(|(key, value)| storage.stage_meta(key, value));
+    let (_, _, _, staged) = futures_util::future::try_join4(
+        storage.put_small_blob(&write.digest, write.content.clone()),
+        storage.touch_meta(&write.link_key),
+        async {
+            match &write.record {
+                Some((key, value)) => storage.put_meta(key, value).await,
+                None => Ok(()),
+            }
+        },
+        futures_util::future::try_join_all(stage),
+    )
+    .await?;
+    Ok(Ok(staged))
+}
+
+/// A blob a manifest push requires: linked in the repository, of the stated size when the
+/// manifest states one.
+#[derive(Debug, Clone)]
+pub struct RequiredBlob {
+    pub link_key: String,
+    pub digest: Digest,
+    pub size: Option<u64>,
+}
+
+impl RequiredBlob {
+    /// Whether a blob found linked with size `found` (`None`: not linked) will do.
+    pub fn satisfied_by(&self, found: Option<u64>) -> bool {
+        found.is_some_and(|f| self.size.is_none_or(|s| s == f))
+    }
+}
+
+/// The first requirement of [`Storage::write_manifest`] not met, and what was found instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unmet {
+    pub index: usize,
+    pub found: Option<u64>,
+}
+
+/// What the first phase of a manifest push writes: everything but the tags' renames.
+#[derive(Debug, Clone)]
+pub struct ManifestWrite {
+    pub digest: Digest,
+    /// The manifest bytes, verified by the caller to hash to `digest`.
+    pub content: Bytes,
+    /// The manifest's own blob link.
+    pub link_key: String,
+    /// The manifest record (key, value), when it is to be written.
+    pub record: Option<(String, Vec<u8>)>,
+    /// Tag values (key, value) to stage.
+    pub tags: Vec<(String, Vec<u8>)>,
 }
 
 /// A metadata value written ahead by [`Storage::stage_meta`], not yet visible.
