@@ -46,6 +46,8 @@ use crate::reference::{Algorithm, Digest, Hasher};
 /// Bytes gathered from the request body before one write to disk: large enough to keep
 /// syscalls few, small enough to keep memory flat.
 const WRITE_BATCH: usize = 1 << 20;
+/// The most of a refused chunk read only to let the client see the refusal.
+const DRAIN_LIMIT: usize = 64 << 20;
 /// Size of one read when streaming a blob out.
 const READ_CHUNK: usize = 1 << 20;
 /// Chunks read ahead of the socket when streaming a blob out.
@@ -270,6 +272,19 @@ fn write_replace(path: &Path, data: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
+}
+
+/// A refused chunk is read and dropped (up to a limit) before the refusal is answered: a
+/// server that answers while the client is still sending, then closes, makes the client's
+/// kernel see a reset, and the client reports a broken connection instead of the 416.
+async fn drain(mut body: ByteStream) {
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = body.next().await {
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
 }
 
 /// Writes every buffer of `batch` to `file` with as few syscalls as possible.
@@ -530,7 +545,10 @@ impl Storage for FsStorage {
         }
         if let Some(at) = at {
             if at != s.size {
-                return Ok(Err(s.size));
+                let size = s.size;
+                drop(s);
+                drain(body).await;
+                return Ok(Err(size));
             }
         }
         let p = data_path.clone();
