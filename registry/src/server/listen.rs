@@ -13,6 +13,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+/// The most hyper reads from a connection at once (its default is about 400 KiB).
+const READ_BUFFER_MAX: usize = 1 << 20;
+
 /// A client that opens a connection and never finishes the handshake is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -74,7 +77,8 @@ where
         let fut = handler(req);
         async move { Ok::<_, Infallible>(fut.await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(READ_BUFFER_MAX);
     if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
