@@ -2,36 +2,49 @@
 //!
 //! A new name lasts only once its directory is fsynced. Many requests rename into the same
 //! few directories (a repository's tags, records, links), so directory fsyncs go through a
-//! group commit: a caller notes its change after its rename, then waits until one fsync
-//! that *started after* the change has finished. While one fsync runs, every change noted
-//! meanwhile waits for the next one, which then serves all of them at once. A directory with
-//! no unsynced change costs nothing to settle.
+//! [group commit](super::group_commit): a caller notes its change after its rename, then
+//! waits until one fsync that started after the change has finished. A directory with no
+//! unsynced change costs nothing to settle.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
-/// Per-directory progress: `noted` counts changes made, `synced` how many of them an
-/// fsync has covered.
+use super::group_commit::{Flushed, Flushes, GroupCommit};
+
+/// Per-directory progress: `noted` counts the changes made, the flushes how many of them
+/// an fsync has covered.
 #[derive(Default)]
 struct DirState {
     noted: u64,
-    synced: u64,
-    running: bool,
-    /// Number of fsyncs started.
-    attempts: u64,
-    /// The last failed fsync (attempt, changes it covered): reported to those who waited
-    /// for it; later callers try again.
-    failed: Option<(u64, u64, io::ErrorKind, String)>,
+    flushes: Flushes,
 }
 
-#[derive(Default)]
-struct Dir {
-    state: Mutex<DirState>,
-    done: Condvar,
+impl DirState {
+    fn idle(&mut self) -> bool {
+        let noted = self.noted;
+        let f = self.flushes();
+        !f.running() && f.synced() >= noted
+    }
 }
+
+impl Flushed for DirState {
+    type Pending = ();
+
+    fn flushes(&mut self) -> &mut Flushes {
+        &mut self.flushes
+    }
+
+    fn begin_flush(&mut self) -> (u64, ()) {
+        (self.noted, ())
+    }
+
+    fn end_flush(&mut self, (): (), _ok: bool) {}
+}
+
+type Dir = GroupCommit<DirState>;
 
 /// Write durability for one data directory; with `fsync` off every flush is skipped (the
 /// rename-after-complete-write rule still holds, so no name shows partial bytes).
@@ -71,7 +84,7 @@ impl Durability {
         // counts up to `mark`.
         let d = self.dir(dir);
         let mark = {
-            let mut s = d.state.lock().expect("dir sync state");
+            let mut s = d.lock();
             s.noted += 1;
             s.noted
         };
@@ -82,7 +95,7 @@ impl Durability {
     pub(crate) fn note(&self, dir: &Path) {
         if self.fsync {
             let d = self.dir(dir);
-            d.state.lock().expect("dir sync state").noted += 1;
+            d.lock().noted += 1;
         }
     }
 
@@ -96,7 +109,7 @@ impl Durability {
         let Some(d) = self.dirs.lock().expect("dir sync map").get(dir).cloned() else {
             return Ok(());
         };
-        let mark = d.state.lock().expect("dir sync state").noted;
+        let mark = d.lock().noted;
         self.wait_synced(dir, d, mark)
     }
 
@@ -112,40 +125,10 @@ impl Durability {
     /// Waits until an fsync covering change number `mark` finished, running it when no
     /// one else does.
     fn wait_synced(&self, path: &Path, d: Arc<Dir>, mark: u64) -> io::Result<()> {
-        let mut s = d.state.lock().expect("dir sync state");
-        let mut waited_for = None;
-        let result = loop {
-            if s.synced >= mark {
-                break Ok(());
-            }
-            if let Some((attempt, upto, kind, msg)) = &s.failed {
-                if waited_for == Some(*attempt) && *upto >= mark {
-                    break Err(io::Error::new(*kind, format!("syncing {}: {msg}", path.display())));
-                }
-            }
-            if s.running {
-                waited_for = Some(s.attempts);
-                s = d.done.wait(s).expect("dir sync state");
-                continue;
-            }
-            // Everything noted before this fsync starts is covered by it.
-            s.running = true;
-            s.attempts += 1;
-            let attempt = s.attempts;
-            waited_for = Some(attempt);
-            let covers = s.noted;
-            drop(s);
-            let res = File::open(path).and_then(|f| f.sync_all());
-            s = d.state.lock().expect("dir sync state");
-            s.running = false;
-            match res {
-                Ok(()) => s.synced = s.synced.max(covers),
-                Err(e) => s.failed = Some((attempt, covers, e.kind(), e.to_string())),
-            }
-            d.done.notify_all();
-        };
-        let idle = !s.running && s.synced >= s.noted;
-        drop(s);
+        let result = d
+            .wait_durable(mark, |()| File::open(path).and_then(|f| f.sync_all()))
+            .map_err(|f| f.to_error(&format!("syncing {}", path.display())));
+        let idle = d.lock().idle();
         drop(d);
         if idle {
             self.forget_if_idle(path);
@@ -159,12 +142,8 @@ impl Durability {
         let mut dirs = self.dirs.lock().expect("dir sync map");
         if let Some(d) = dirs.get(path) {
             // The map holds the only reference: no caller can note a change meanwhile.
-            if Arc::strong_count(d) == 1 {
-                let s = d.state.lock().expect("dir sync state");
-                if !s.running && s.synced >= s.noted {
-                    drop(s);
-                    dirs.remove(path);
-                }
+            if Arc::strong_count(d) == 1 && d.lock().idle() {
+                dirs.remove(path);
             }
         }
     }

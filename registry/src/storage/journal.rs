@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use super::group_commit::{Flushed, Flushes, GroupCommit};
+
 /// The journal's file name in the data directory. Nothing lists the data directory itself
 /// (only `blobs/`, `uploads/` and `meta/` below it), so the name is never served.
 pub(crate) const FILE_NAME: &str = "journal";
@@ -155,19 +157,11 @@ impl Gate {
     }
 }
 
-/// A failed flush: reported to the writers it covered, later writers try again.
-struct Failure {
-    attempt: u64,
-    covers: u64,
-    kind: io::ErrorKind,
-    message: String,
-}
-
 struct LogState {
-    /// Sequence number of the last record appended (0: none yet).
+    /// Sequence number of the last record appended (0: none yet); the flushes count
+    /// records as the changes they make durable.
     appended: u64,
-    /// Sequence number of the last record known durable.
-    synced: u64,
+    flushes: Flushes,
     /// Bytes of the file in use; the next record goes here.
     len: u64,
     /// Bytes of the file written (records, then zeros).
@@ -178,11 +172,39 @@ struct LogState {
     /// dropped them as written, so the next flush writes them again from here.
     unsynced: Vec<u8>,
     rewrite: bool,
-    running: bool,
-    attempts: u64,
-    failed: Option<Failure>,
     /// Blobs a record in the journal deletes (see [`Journal::keep_blob`]).
     deleted_blobs: HashSet<String>,
+}
+
+/// What a flush writes: the file's length it makes durable, and the bytes to write again
+/// first when the last flush failed (from where).
+struct Pending {
+    len: u64,
+    rewrite: Option<(u64, Vec<u8>)>,
+}
+
+impl Flushed for LogState {
+    type Pending = Pending;
+
+    fn flushes(&mut self) -> &mut Flushes {
+        &mut self.flushes
+    }
+
+    fn begin_flush(&mut self) -> (u64, Pending) {
+        let rewrite = self.rewrite.then(|| (self.durable_len, self.unsynced.clone()));
+        (self.appended, Pending { len: self.len, rewrite })
+    }
+
+    fn end_flush(&mut self, pending: Pending, ok: bool) {
+        if ok {
+            let done = (pending.len - self.durable_len) as usize;
+            self.unsynced.drain(..done);
+            self.durable_len = pending.len;
+            self.rewrite = false;
+        } else {
+            self.rewrite = true;
+        }
+    }
 }
 
 /// Where a wait for a record stands ([`Journal::progress`]).
@@ -198,11 +220,7 @@ pub(crate) enum Progress {
 pub(crate) struct Journal {
     root: PathBuf,
     file: File,
-    state: Mutex<LogState>,
-    synced: Condvar,
-    /// Wakes async waiters when a flush or a checkpoint ends, so they can wait for a
-    /// flush someone else runs without a blocking thread of their own.
-    flushed: tokio::sync::Notify,
+    log: GroupCommit<LogState>,
     gate: Gate,
     checkpoint_bytes: u64,
     checkpointing: AtomicBool,
@@ -224,21 +242,16 @@ impl Journal {
         Ok(Journal {
             root: root.to_path_buf(),
             file,
-            state: Mutex::new(LogState {
+            log: GroupCommit::new(LogState {
                 appended: 0,
-                synced: 0,
+                flushes: Flushes::default(),
                 len: 0,
                 allocated,
                 durable_len: 0,
                 unsynced: Vec::new(),
                 rewrite: false,
-                running: false,
-                attempts: 0,
-                failed: None,
                 deleted_blobs: HashSet::new(),
             }),
-            synced: Condvar::new(),
-            flushed: tokio::sync::Notify::new(),
             gate: Gate::default(),
             checkpoint_bytes,
             checkpointing: AtomicBool::new(false),
@@ -250,7 +263,7 @@ impl Journal {
     }
 
     fn lock(&self) -> MutexGuard<'_, LogState> {
-        self.state.lock().expect("journal state")
+        self.log.lock()
     }
 
     /// Starts an operation; hold the result from the append until the file is written.
@@ -312,63 +325,24 @@ impl Journal {
     /// Waits until record `seq` is durable, flushing the journal when no one else does:
     /// a flush covers every record appended before it started.
     pub(crate) fn commit(&self, seq: u64) -> io::Result<()> {
-        let mut s = self.lock();
-        let mut waited_for = None;
-        loop {
-            if s.synced >= seq {
-                return Ok(());
-            }
-            if let Some(f) = &s.failed {
-                if waited_for == Some(f.attempt) && f.covers >= seq {
-                    return Err(io::Error::new(f.kind, format!("flushing the journal: {}", f.message)));
-                }
-            }
-            if s.running {
-                waited_for = Some(s.attempts);
-                s = self.synced.wait(s).expect("journal state");
-                continue;
-            }
-            s.running = true;
-            s.attempts += 1;
-            let attempt = s.attempts;
-            waited_for = Some(attempt);
-            let (covers, covers_len) = (s.appended, s.len);
-            let rewrite = s.rewrite.then(|| (s.durable_len, s.unsynced.clone()));
-            drop(s);
-            let res = (|| {
-                if let Some((at, bytes)) = &rewrite {
-                    self.file.write_all_at(bytes, *at)?;
-                }
-                #[cfg(test)]
-                if self.fail_flush.load(Ordering::Relaxed) {
-                    return Err(io::Error::other("injected flush failure"));
-                }
-                self.file.sync_data()
-            })();
-            s = self.lock();
-            s.running = false;
-            match res {
-                Ok(()) => {
-                    let done = (covers_len - s.durable_len) as usize;
-                    s.unsynced.drain(..done);
-                    s.durable_len = covers_len;
-                    s.synced = s.synced.max(covers);
-                    s.rewrite = false;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "flushing the journal failed");
-                    s.rewrite = true;
-                    s.failed = Some(Failure {
-                        attempt,
-                        covers,
-                        kind: e.kind(),
-                        message: e.to_string(),
-                    });
-                }
-            }
-            self.synced.notify_all();
-            self.flushed.notify_waiters();
+        self.log
+            .wait_durable(seq, |pending| {
+                self.flush(pending)
+                    .inspect_err(|e| tracing::warn!(error = %e, "flushing the journal failed"))
+            })
+            .map_err(|f| f.to_error("flushing the journal"))
+    }
+
+    /// Writes again what a failed flush may have lost, then flushes the file.
+    fn flush(&self, pending: &Pending) -> io::Result<()> {
+        if let Some((at, bytes)) = &pending.rewrite {
+            self.file.write_all_at(bytes, *at)?;
         }
+        #[cfg(test)]
+        if self.fail_flush.load(Ordering::Relaxed) {
+            return Err(io::Error::other("injected flush failure"));
+        }
+        self.file.sync_data()
     }
 
     /// The sequence number of the last record appended.
@@ -378,10 +352,11 @@ impl Journal {
 
     /// Whether record `seq` is durable, and if not whether a flush is running meanwhile.
     pub(crate) fn progress(&self, seq: u64) -> Progress {
-        let s = self.lock();
-        if s.synced >= seq {
+        let mut s = self.lock();
+        let f = s.flushes();
+        if f.synced() >= seq {
             Progress::Durable
-        } else if s.running {
+        } else if f.running() {
             Progress::Flushing
         } else {
             Progress::Idle
@@ -391,7 +366,7 @@ impl Journal {
     /// Notified whenever a flush or a checkpoint ends (enable the future before reading
     /// [`Journal::progress`], or the end may be missed).
     pub(crate) fn flushed(&self) -> &tokio::sync::Notify {
-        &self.flushed
+        self.log.ended_async()
     }
 
     /// Checkpoints when the journal has grown past its limit and no other checkpoint runs.
@@ -413,10 +388,7 @@ impl Journal {
         let _closed = self.gate.close();
         // Every record appended so far has its file written now (its operation ended).
         sync_filesystem(&self.root)?;
-        let mut s = self.lock();
-        while s.running {
-            s = self.synced.wait(s).expect("journal state");
-        }
+        let mut s = self.log.wait_idle(self.lock());
         self.file.set_len(0)?;
         s.len = 0;
         s.allocated = 0;
@@ -426,11 +398,10 @@ impl Journal {
         // The shorter size must last before new records go in at offset 0, or a crash
         // could bring old records back behind them.
         self.file.sync_data()?;
-        s.synced = s.appended;
-        s.failed = None;
+        let appended = s.appended;
+        s.flushes.made_durable(appended);
         s.deleted_blobs.clear();
-        self.synced.notify_all();
-        self.flushed.notify_waiters();
+        self.log.notify_ended();
         tracing::debug!("journal checkpointed");
         Ok(())
     }
@@ -447,7 +418,7 @@ impl Journal {
     /// Tests: flushes of the journal started so far.
     #[cfg(test)]
     pub(crate) fn flushes(&self) -> u64 {
-        self.lock().attempts
+        self.lock().flushes.attempts()
     }
 
     /// Bytes currently in the journal.
@@ -492,9 +463,9 @@ mod tests {
         seqs.sort();
         assert_eq!(seqs, (1..=16).collect::<Vec<_>>());
         let s = j.lock();
-        assert_eq!((s.synced, s.durable_len, s.unsynced.len()), (16, s.len, 0));
+        assert_eq!((s.flushes.synced(), s.durable_len, s.unsynced.len()), (16, s.len, 0));
         // The flushes were shared: fewer than one per record.
-        assert!(s.attempts < 16, "{} flushes for 16 records", s.attempts);
+        assert!(s.flushes.attempts() < 16, "{} flushes for 16 records", s.flushes.attempts());
     }
 
     #[test]
@@ -507,7 +478,7 @@ mod tests {
         j.maybe_checkpoint();
         assert_eq!(j.len(), 0);
         assert_eq!(std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(), 0);
-        assert_eq!(j.lock().synced, 1);
+        assert_eq!(j.lock().flushes.synced(), 1);
         j.commit(j.appended()).unwrap();
     }
 }

@@ -7,6 +7,7 @@
 #[cfg(test)]
 mod crash_tests;
 mod durable;
+mod group_commit;
 pub mod fs;
 mod journal;
 mod mapped;
