@@ -261,8 +261,11 @@ enum Entry {
     Other { mode: u32 },
 }
 
+/// Each path shown, with its entry and (when compared) its mtime as seconds and nanoseconds.
+type Entries = BTreeMap<String, (Entry, Option<(i64, i64)>)>;
+
 #[derive(Default, PartialEq, Eq)]
-struct Snapshot(BTreeMap<String, (Entry, Option<(i64, i64)>)>);
+struct Snapshot(Entries);
 
 impl Snapshot {
     /// Human-readable differences (empty when equal).
@@ -284,7 +287,7 @@ impl Snapshot {
     }
 }
 
-fn walk(host_path: &Path, shown: &str, with_mtimes: bool, out: &mut BTreeMap<String, (Entry, Option<(i64, i64)>)>) {
+fn walk(host_path: &Path, shown: &str, with_mtimes: bool, out: &mut Entries) {
     let md = match fs::symlink_metadata(host_path) {
         Ok(md) => md,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

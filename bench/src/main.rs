@@ -362,12 +362,14 @@ async fn run(args: Args) -> Result<()> {
     let rows = report::rows(
         [results[0].as_ref(), results[1].as_ref(), results[2].as_ref()],
         &reference,
-        blob_mib,
-        args.chunk_mib,
-        small_count,
-        manifest_count,
-        args.concurrency,
-        &args.connections,
+        &report::Shape {
+            blob_mib,
+            chunk_mib: args.chunk_mib,
+            small: small_count,
+            manifests: manifest_count,
+            concurrency: args.concurrency,
+            connections: &args.connections,
+        },
     );
     server_part = Some((rows, reference, results));
     }

@@ -391,7 +391,7 @@ async fn push_layered_image_to(
         "layers": layers,
     }))?);
     client::put_manifest(c, repo, IMAGE_TAG, manifest.clone()).await?;
-    blobs.sort_by(|a, b| b.1.cmp(&a.1));
+    blobs.sort_by_key(|b| std::cmp::Reverse(b.1));
     Ok(Image { manifest, blobs })
 }
 
@@ -580,7 +580,7 @@ async fn manifest_gets(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, auth: 
     // Warm-up: the first requests set up the proxy's pooled connection upstream.
     for _ in 0..20 {
         let got = client::get_manifest(&mut c, REPO, TAG).await?;
-        if &got != want {
+        if got != *want {
             bail!("manifest from {addr} differs from the one pushed");
         }
     }

@@ -101,17 +101,26 @@ fn verdict_text(v: Option<bool>) -> &'static str {
     }
 }
 
+/// The sizes of a run's workload, as the row labels name them.
+pub struct Shape<'a> {
+    pub blob_mib: u64,
+    pub chunk_mib: u64,
+    pub small: usize,
+    pub manifests: usize,
+    pub concurrency: usize,
+    pub connections: &'a [u32],
+}
+
 /// The rows, from whatever was measured.
-pub fn rows(
-    res: [Option<&ServerResult>; 3],
-    reference: &Reference,
-    blob_mib: u64,
-    chunk_mib: u64,
-    small: usize,
-    manifests: usize,
-    concurrency: usize,
-    connections: &[u32],
-) -> Vec<Row> {
+pub fn rows(res: [Option<&ServerResult>; 3], reference: &Reference, shape: &Shape<'_>) -> Vec<Row> {
+    let Shape {
+        blob_mib,
+        chunk_mib,
+        small,
+        manifests,
+        concurrency,
+        connections,
+    } = *shape;
     let pick = |f: &dyn Fn(&ServerResult) -> Option<f64>| -> [Option<f64>; 3] {
         [res[0].and_then(f), res[1].and_then(f), res[2].and_then(f)]
     };
