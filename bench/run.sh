@@ -3,9 +3,10 @@
 #
 #   bench/run.sh [--quick] [--json FILE] [any other specreg-bench flag, see --help]
 #
-# Installs docker-registry and wrk when missing (apt-get, as root or through sudo), builds
-# the release binaries of specreg and specreg-bench, and runs the benchmark. The full run
-# takes a few minutes; --quick (32 MiB blob, 2 s of load) well under one.
+# Installs docker-registry, wrk, skopeo and curl (the timed blob pulls) when missing
+# (apt-get, as root or through sudo), builds the release binaries of specreg and
+# specreg-bench, and runs the benchmark. The full run takes a few minutes; --quick (32 MiB
+# blob, 2 s of load) well under one.
 #
 # The `node` phase (in every run; alone: --phases node) is specreg only (issue #5): the
 # wall time of `specreg use` / `use --undo` on a fresh --root, and blob (256 MiB, quick 32)
@@ -27,6 +28,7 @@ missing=""
 [ -x /usr/bin/docker-registry ] || missing="$missing docker-registry"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
     echo "installing$missing" >&2

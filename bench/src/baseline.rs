@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::fs::File;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -118,13 +119,15 @@ pub struct ClientSelfTest {
     pub pull_mb_s: f64,
 }
 
-/// The client pushing the blob file (same body code as the real pushes) into a null
-/// sink, and pulling `size` bytes from a null source; both ends in this process.
-pub async fn client_self_test(file: &Arc<File>, size: u64) -> Result<ClientSelfTest> {
+/// The clients alone: the bench client pushing the blob file (same body code as the real
+/// pushes) into a null sink in this process, and curl pulling `size` bytes from a null
+/// source in this process.
+pub async fn client_self_test(file: &Arc<File>, size: u64, curl: &Path) -> Result<ClientSelfTest> {
     let addr = null_server().await?;
     let mut c = Conn::connect(addr).await?;
     // Warm-up on a slice, then the measured run.
     let warm = size.min(64 << 20);
+    client::curl_get(curl, &format!("http://{addr}/{warm}")).await?;
     for (len, measured) in [(warm, false), (size, true)] {
         let start = Instant::now();
         let body = FileBody::new(file.clone(), 0, len, Bytes::new()).boxed();
@@ -132,16 +135,13 @@ pub async fn client_self_test(file: &Arc<File>, size: u64) -> Result<ClientSelfT
         client::drain(resp).await?;
         if measured {
             let push = len as f64 / start.elapsed().as_secs_f64() / 1e6;
-            let start = Instant::now();
-            let resp = c.request(Method::GET, &format!("/{size}"), &[], client::empty()).await?;
-            let n = client::drain(resp).await?;
+            let (n, secs) = client::curl_get(curl, &format!("http://{addr}/{size}")).await?;
             if n != size {
                 bail!("null source sent {n} of {size} bytes");
             }
-            let pull = size as f64 / start.elapsed().as_secs_f64() / 1e6;
             return Ok(ClientSelfTest {
                 push_mb_s: push,
-                pull_mb_s: pull,
+                pull_mb_s: size as f64 / secs / 1e6,
             });
         }
     }

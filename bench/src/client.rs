@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -524,3 +525,27 @@ pub async fn wait_ready(addr: SocketAddr, timeout: std::time::Duration) -> Resul
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Downloads `url` with curl into /dev/null: the bytes received and the seconds from the
+/// connection being open to the last byte (curl's own clock, so process start-up is not
+/// counted). curl is the leanest real client here: one thread, one read loop.
+pub async fn curl_get(curl: &Path, url: &str) -> Result<(u64, f64)> {
+    let mut cmd = std::process::Command::new(curl);
+    cmd.args(["--silent", "--show-error", "--fail", "--output", "/dev/null"])
+        .args(["--write-out", "%{size_download} %{time_connect} %{time_total}"])
+        .arg(url);
+    let what = format!("{} GET {url}", curl.display());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await?
+        .with_context(|| format!("running {what} (`apt-get install -y curl`, or bench/run.sh)"))?;
+    if !out.status.success() {
+        bail!("{what}: {} {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<f64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let [bytes, connected, total] = fields[..] else {
+        bail!("{what}: unexpected --write-out {text:?}");
+    };
+    Ok((bytes as u64, total - connected))
+}
+

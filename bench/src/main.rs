@@ -56,6 +56,9 @@ struct Args {
     /// The wrk binary.
     #[arg(long, value_name = "PATH", default_value = "wrk")]
     wrk: PathBuf,
+    /// The curl binary (timed blob pulls).
+    #[arg(long, value_name = "PATH", default_value = "curl")]
+    curl: PathBuf,
     /// Size of the big blob in MiB [default: 1024, quick 32].
     #[arg(long, value_name = "MIB")]
     blob_mib: Option<u64>,
@@ -297,9 +300,9 @@ async fn run(args: Args) -> Result<()> {
     for _ in 0..3 {
         loopback = loopback.max(baseline::loopback_mb_s(if quick { 512 << 20 } else { 2 << 30 }).await?);
     }
-    let mut selftest = baseline::client_self_test(&file, size).await?;
+    let mut selftest = baseline::client_self_test(&file, size, &args.curl).await?;
     for _ in 0..2 {
-        let t = baseline::client_self_test(&file, size).await?;
+        let t = baseline::client_self_test(&file, size, &args.curl).await?;
         selftest.push_mb_s = selftest.push_mb_s.max(t.push_mb_s);
         selftest.pull_mb_s = selftest.pull_mb_s.max(t.pull_mb_s);
     }
@@ -325,6 +328,7 @@ async fn run(args: Args) -> Result<()> {
         connections: args.connections.clone(),
         phases: server_phases.clone(),
         wrk: args.wrk.clone(),
+        curl: args.curl.clone(),
         script_dir,
         calibrate_load: !quick,
         prewarm_bytes: if args.no_prewarm { 0 } else { size + (64 << 20) },
