@@ -23,10 +23,9 @@ struct DirState {
 }
 
 impl DirState {
-    fn idle(&mut self) -> bool {
-        let noted = self.noted;
-        let f = self.flushes();
-        !f.running() && f.synced() >= noted
+    /// No flush runs and every change noted is durable.
+    fn idle(&self) -> bool {
+        !self.flushes.running() && self.flushes.synced() >= self.noted
     }
 }
 

@@ -352,11 +352,10 @@ impl Journal {
 
     /// Whether record `seq` is durable, and if not whether a flush is running meanwhile.
     pub(crate) fn progress(&self, seq: u64) -> Progress {
-        let mut s = self.lock();
-        let f = s.flushes();
-        if f.synced() >= seq {
+        let s = self.lock();
+        if s.flushes.synced() >= seq {
             Progress::Durable
-        } else if f.running() {
+        } else if s.flushes.running() {
             Progress::Flushing
         } else {
             Progress::Idle
