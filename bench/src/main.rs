@@ -467,7 +467,7 @@ async fn run(args: Args) -> Result<()> {
     if let Some((rows, reference, _)) = &server_part {
         out.push_str(&format!(
             "reference (best of a few runs): SHA-256 {:.3} s/GiB ({:.0} MB/s, one core); loopback TCP {:.0} MB/s \
-             (one stream, 1 MiB writes); bench client alone: push {:.0} MB/s, pull {:.0} MB/s\n",
+             (one stream, 1 MiB writes); bench client alone: push {:.0} MB/s; curl alone: pull {:.0} MB/s\n",
             reference.sha256_s_per_gib,
             (1u64 << 30) as f64 / reference.sha256_s_per_gib / 1e6,
             reference.loopback_mb_s,

@@ -9,7 +9,9 @@ use crate::workload::{ServerResult, Tool};
 pub struct Reference {
     pub sha256_s_per_gib: f64,
     pub loopback_mb_s: f64,
+    /// The bench's own client pushing into a null sink.
     pub client_push_mb_s: f64,
+    /// curl pulling from a null source (the pulls are timed with curl).
     pub client_pull_mb_s: f64,
 }
 
