@@ -34,7 +34,7 @@ use futures_util::StreamExt;
 use tokio::task::spawn_blocking;
 
 use super::durable::Durability;
-use super::journal::{self, sync_filesystem, Journal, Op, Progress};
+use super::journal::{self, sync_filesystem, Journal, Op};
 use super::push;
 use super::replay;
 use super::{
@@ -776,15 +776,8 @@ impl Storage for FsStorage {
             let seq = j.appended();
             // Under load a flush is usually running already (another push's): wait for it
             // here rather than on a blocking thread, a thread switch less per push.
-            loop {
-                let flushed = j.flushed().notified();
-                tokio::pin!(flushed);
-                flushed.as_mut().enable();
-                match j.progress(seq) {
-                    Progress::Durable => return Ok(()),
-                    Progress::Flushing => flushed.await,
-                    Progress::Idle => break,
-                }
+            if j.join_running_flush(seq).await {
+                return Ok(());
             }
             // No flush running (or the last one failed): run one, which blocks.
             return blocking(move || {

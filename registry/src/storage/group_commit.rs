@@ -104,12 +104,6 @@ impl<S> GroupCommit<S> {
         self.state.lock().expect("group commit state")
     }
 
-    /// Notified whenever a flush ends, or [`GroupCommit::notify_ended`] is called (enable
-    /// the future before looking at the state, or the end may be missed).
-    pub(crate) fn ended_async(&self) -> &tokio::sync::Notify {
-        &self.ended_async
-    }
-
     /// Wakes every waiter, sync and async: call after changing [`Flushes`] by other means.
     pub(crate) fn notify_ended(&self) {
         self.ended.notify_all();
@@ -124,6 +118,29 @@ impl<S: Flushed> GroupCommit<S> {
             s = self.ended.wait(s).expect("group commit state");
         }
         s
+    }
+
+    /// Waits, without holding a thread, while a flush someone else started runs: true once
+    /// change `mark` is durable, false when no flush runs and the caller has to run one
+    /// ([`GroupCommit::wait_durable`], which blocks).
+    pub(crate) async fn join_running(&self, mark: u64) -> bool {
+        loop {
+            // Enabled before the look at the state, so an end in between is not missed.
+            let ended = self.ended_async.notified();
+            let mut ended = std::pin::pin!(ended);
+            ended.as_mut().enable();
+            {
+                let mut s = self.lock();
+                let f = s.flushes();
+                if f.synced >= mark {
+                    return true;
+                }
+                if !f.running {
+                    return false;
+                }
+            }
+            ended.await;
+        }
     }
 
     /// Waits until change number `mark` is durable, calling `flush` (without the lock)
@@ -247,6 +264,36 @@ mod tests {
         g.wait_durable(mark, |_| Ok(())).unwrap();
         assert_eq!(g.lock().flushes.attempts(), 2);
         assert_eq!(g.lock().flushes.synced(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_async_waiter_joins_a_running_flush_and_is_told_when_none_runs() {
+        let g = Arc::new(GroupCommit::<Counter>::default());
+        let mark = note(&g);
+        assert!(!g.join_running(mark).await, "no flush runs: the caller has to run one");
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let flusher = {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                g.wait_durable(mark, |_| {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        started_rx.recv().unwrap();
+        let joined = tokio::spawn({
+            let g = g.clone();
+            async move { g.join_running(mark).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!joined.is_finished(), "waits while the flush runs");
+        release_tx.send(()).unwrap();
+        assert!(joined.await.unwrap(), "the flush it joined covered its change");
+        flusher.join().unwrap().unwrap();
+        assert!(g.join_running(mark).await);
     }
 
     #[test]

@@ -207,16 +207,6 @@ impl Flushed for LogState {
     }
 }
 
-/// Where a wait for a record stands ([`Journal::progress`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Progress {
-    Durable,
-    /// A flush is running; [`Journal::flushed`] tells when it ends.
-    Flushing,
-    /// No flush is running: the waiter has to start one.
-    Idle,
-}
-
 pub(crate) struct Journal {
     root: PathBuf,
     file: File,
@@ -350,22 +340,10 @@ impl Journal {
         self.lock().appended
     }
 
-    /// Whether record `seq` is durable, and if not whether a flush is running meanwhile.
-    pub(crate) fn progress(&self, seq: u64) -> Progress {
-        let s = self.lock();
-        if s.flushes.synced() >= seq {
-            Progress::Durable
-        } else if s.flushes.running() {
-            Progress::Flushing
-        } else {
-            Progress::Idle
-        }
-    }
-
-    /// Notified whenever a flush or a checkpoint ends (enable the future before reading
-    /// [`Journal::progress`], or the end may be missed).
-    pub(crate) fn flushed(&self) -> &tokio::sync::Notify {
-        self.log.ended_async()
+    /// Waits, without holding a thread, for a flush someone else runs: true once record
+    /// `seq` is durable, false when the caller has to [`Journal::commit`] it.
+    pub(crate) async fn join_running_flush(&self, seq: u64) -> bool {
+        self.log.join_running(seq).await
     }
 
     /// Checkpoints when the journal has grown past its limit and no other checkpoint runs.
